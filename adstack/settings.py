@@ -1,0 +1,45 @@
+"""One typed settings object for the command line and the jobs it starts.
+
+Values come from the environment (``ADSTACK_DATA``, ``REDIS_URL``, ...) and are read
+lazily, the first time :func:`get_settings` is called, so importing a module never
+touches the environment. Tests override by setting variables and calling
+``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADSTACK_", extra="ignore")
+
+    data_root: Path = Field(
+        default=Path("data"), validation_alias=AliasChoices("ADSTACK_DATA", "ADSTACK_DATA_ROOT")
+    )
+    state_dir: Path = Path(".adstack")
+    reports_dir: Path = Path("reports")
+    # Unset means: use the embedded redis-server that `adstack redis start` runs.
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    redis_port: int = 6379
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.state_dir / "redis"
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
