@@ -1,0 +1,1 @@
+"""Adapters from log sources into the flat log or the canonical tables."""

@@ -1,0 +1,121 @@
+"""Bring your own log: a small YAML mapping from your columns to the flat log.
+
+Example (``docs/data-model.md`` lists every flat column)::
+
+    source: shop_ads              # names the files this source writes
+    format: csv                   # csv or parquet
+    path: logs/*.csv              # glob, relative to this YAML file
+    csv: {sep: ",", header: true}
+    timestamp_format: "%Y-%m-%d %H:%M:%S"   # optional; ISO 8601 and epochs otherwise
+    timestamp_unit: s             # optional: the time columns are epoch s / ms / us
+    columns:                      # flat column: your column
+      event_timestamp: ts
+      user_id: visitor
+      ad_id: creative
+      click: clicked
+    hash_ids: [user_id]           # your ids that are text: hashed to stable int64
+    constants: {bid_type: CPC}    # flat columns with one value for the whole log
+
+Rows without an ``impression_id`` column get one from the file name and row number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from pipelines.adapters.flatlog import FLAT_COLUMNS, ID, TIME, hash_ids, synthetic_ids
+from pipelines.adapters.reading import (
+    RawBatch,
+    read_csv,
+    read_parquet,
+    require_columns,
+    with_row_info,
+)
+
+
+class CsvOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sep: str = ","
+    header: bool = True
+    names: list[str] | None = None
+
+
+class Mapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    format: Literal["csv", "parquet"] = "csv"
+    path: str
+    csv: CsvOptions = CsvOptions()
+    timestamp_format: str | None = None
+    timestamp_unit: Literal["s", "ms", "us"] | None = None
+    columns: dict[str, str]
+    hash_ids: list[str] = []
+    constants: dict[str, str | int | float] = {}
+
+    @field_validator("columns", "constants")
+    @classmethod
+    def known_flat_columns(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(FLAT_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown flat columns {unknown}; known: {sorted(FLAT_COLUMNS)}")
+        return value
+
+    @model_validator(mode="after")
+    def one_time_encoding(self) -> Mapping:
+        if self.timestamp_format and self.timestamp_unit:
+            raise ValueError("give timestamp_format or timestamp_unit, not both")
+        return self
+
+    @field_validator("hash_ids")
+    @classmethod
+    def only_ids(cls, value: list[str]) -> list[str]:
+        wrong = [name for name in value if FLAT_COLUMNS.get(name) != ID]
+        if wrong:
+            raise ValueError(f"hash_ids names columns that are not ids: {wrong}")
+        return value
+
+
+def load_mapping(path: Path) -> Mapping:
+    try:
+        return Mapping.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValueError) as error:
+        raise ValueError(f"{path}: invalid log mapping: {error}") from error
+
+
+def read(mapping_file: Path) -> Iterator[RawBatch]:
+    mapping = load_mapping(mapping_file)
+    files = sorted(mapping_file.parent.glob(mapping.path))
+    if not files:
+        raise FileNotFoundError(f"{mapping_file}: no file matches {mapping.path!r}")
+    for file in files:
+        if mapping.format == "csv":
+            raw = read_csv(
+                file, sep=mapping.csv.sep, header=mapping.csv.header, names=mapping.csv.names
+            )
+        else:
+            raw = read_parquet(file)
+        require_columns(raw, list(mapping.columns.values()), file)
+        flat = pd.DataFrame({flat: raw[column] for flat, column in mapping.columns.items()})
+        for name, value in mapping.constants.items():
+            flat[name] = str(value)
+        for name in mapping.hash_ids:
+            flat[name] = hash_ids(flat[name])
+        if mapping.timestamp_unit:
+            for name in [c for c in flat.columns if FLAT_COLUMNS[c] == TIME]:
+                flat[name] = _epoch_to_iso(flat[name], mapping.timestamp_unit)
+        if "impression_id" not in flat.columns:
+            flat["impression_id"] = synthetic_ids(f"{mapping.source}/{file.name}", raw["_row"])
+        yield RawBatch(file, with_row_info(flat, raw), raw, time_format=mapping.timestamp_format)
+
+
+def _epoch_to_iso(values: pd.Series, unit: str) -> pd.Series:
+    """Epoch numbers as ISO text; text that is not a number is kept, so parsing flags it."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    iso = pd.to_datetime(numbers, unit=unit, utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return iso.where(numbers.notna(), values)
