@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # Unset means: use the embedded redis-server that `adstack redis start` runs.
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
     redis_port: int = 6379
+    # Real logs for development (never copied into the project); absent on a user's clone.
+    sample_logs: Path = Path("../shared/data")
+    demo_scale: float = Field(default=1.0, gt=0, validation_alias=AliasChoices("DEMO_SCALE"))
 
     @property
     def redis_dir(self) -> Path:

@@ -333,6 +333,7 @@ def simulate_chunk(
     n_requests = int(np.searchsorted(ends, n_impressions)) + 1
     slots = slots[:n_requests]
     slots[-1] -= ends[n_requests - 1] - n_impressions
+    ends = np.cumsum(slots)
     hour = rng.choice(24, n_requests, p=HOUR_TRAFFIC / HOUR_TRAFFIC.sum())
     request_ts = np.sort(
         day_start
@@ -350,7 +351,7 @@ def simulate_chunk(
     request_placement = rng.choice(len(PLACEMENTS), n_requests, p=PLACEMENT_MIX)
 
     request_index = np.repeat(np.arange(n_requests), slots)
-    position = np.arange(n_impressions) - np.repeat(ends[:n_requests] - slots, slots)
+    position = np.arange(n_impressions) - np.repeat(ends - slots, slots)
     ts = request_ts[request_index]
     users = request_user[request_index]
     device = request_device[request_index]

@@ -80,10 +80,11 @@ class ParsedLog:
 
 
 def _failed(raw: pd.Series, parsed: pd.Series) -> np.ndarray:
-    present = (
-        raw.notna().to_numpy() & (raw.astype("string").str.strip() != "").fillna(False).to_numpy()
-    )
-    return present & parsed.isna().to_numpy()
+    """Rows whose raw value is present (not null, not blank) yet did not parse."""
+    failed = parsed.isna().to_numpy() & raw.notna().to_numpy()
+    if failed.any():
+        failed[failed] = (raw[failed].astype("string").str.strip() != "").to_numpy(bool)
+    return failed
 
 
 def parse_column(raw: pd.Series, kind: str, time_format: str | None = None) -> pd.Series:

@@ -1,0 +1,44 @@
+# One-command set-up: `make demo` and `make test` create .venv, install adstack and
+# check Java before doing anything else.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_SCALE ?= 1
+
+.PHONY: setup java demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "adstack needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) java
+
+java:
+	@command -v java >/dev/null 2>&1 || { echo "Java 17 or newer is needed for Spark: install a JDK (e.g. apt-get install openjdk-17-jre-headless) and put java on PATH"; exit 1; }
+	@major=$$(java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}'); \
+	if [ "$$major" -lt 17 ]; then echo "Java $$major found; Spark needs Java 17 or newer (17 and 21 are tested)"; exit 1; fi
+
+demo: setup
+	DEMO_SCALE=$(DEMO_SCALE) $(BIN)/adstack demo
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" tests
+
+test-all: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy serving training
+
+bench: setup
+	$(BIN)/python -m bench.simulator
+	$(BIN)/python -m bench.ingest
+
+clean:
+	rm -rf data reports .adstack

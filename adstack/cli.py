@@ -1,0 +1,214 @@
+"""The ``adstack`` command line: one entry point per stage of the platform."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adstack import redis_server
+from adstack.settings import get_settings
+
+app = typer.Typer(help="adstack: a feature-store-centric ads ML platform.", no_args_is_help=True)
+redis_app = typer.Typer(help="The embedded redis-server (used when REDIS_URL is unset).")
+app.add_typer(redis_app, name="redis")
+console = Console()
+err = Console(stderr=True)
+
+
+@redis_app.command("start")
+def redis_start(
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default ADSTACK_REDIS_PORT or 6379).")
+    ] = None,
+) -> None:
+    """Start a real redis-server with append-only persistence under .adstack/redis/."""
+    settings = get_settings()
+    if not settings.embedded_redis:
+        console.print(
+            f"REDIS_URL is set ({settings.redis_url}): using that server, not starting one."
+        )
+        return
+    try:
+        server = redis_server.start(settings.redis_dir, port or settings.redis_port)
+    except redis_server.RedisServerError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    console.print(f"redis-server pid {server.pid} on {server.url} (data in {server.directory})")
+
+
+@redis_app.command("stop")
+def redis_stop() -> None:
+    """Stop exactly the redis-server that `adstack redis start` began (by its pid file)."""
+    server = redis_server.stop(get_settings().redis_dir)
+    if server is None:
+        console.print("no embedded redis-server is running")
+    else:
+        console.print(f"stopped redis-server pid {server.pid} (port {server.port})")
+
+
+@redis_app.command("status")
+def redis_status() -> None:
+    """Say which Redis adstack uses and whether the embedded one runs."""
+    settings = get_settings()
+    server = redis_server.status(settings.redis_dir)
+    if not settings.embedded_redis:
+        console.print(f"using REDIS_URL={settings.redis_url}")
+    elif server is None:
+        console.print("embedded redis-server: not running")
+        raise typer.Exit(1)
+    else:
+        console.print(f"embedded redis-server: pid {server.pid} on {server.url}")
+
+
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(min=1)] = 14,
+    users: Annotated[int, typer.Option(min=1)] = 20_000,
+    ads: Annotated[int, typer.Option(min=1)] = 1_000,
+    impressions_per_day: Annotated[int, typer.Option(min=1)] = 100_000,
+    seed: int = 7,
+    start: Annotated[
+        str, typer.Option(help="First simulated day, YYYY-MM-DD (UTC).")
+    ] = "2026-01-05",
+    drift_day: Annotated[
+        int | None, typer.Option(help="Day index from which the world drifts.")
+    ] = None,
+    drift_kind: Annotated[str, typer.Option(help="interest or device")] = "interest",
+    output: Annotated[
+        Path | None, typer.Option(help="Landing folder (default <data>/landing/simulator).")
+    ] = None,
+) -> None:
+    """Simulate an ad marketplace with a hidden ground truth into a landing folder."""
+    from pipelines.simulator import SimulationConfig, write_simulation
+
+    settings = get_settings()
+    try:
+        config = SimulationConfig(
+            days=days,
+            users=users,
+            ads=ads,
+            impressions_per_day=impressions_per_day,
+            seed=seed,
+            start=datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=UTC),
+            drift_day=drift_day,
+            drift_kind=drift_kind,  # type: ignore[arg-type]
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    landing = output or settings.data_root / "landing" / "simulator"
+    ground_truth = settings.data_root / "ground_truth"
+    with _progress() as progress:
+        task = progress.add_task("simulating days", total=days)
+        counts = write_simulation(
+            config, landing, ground_truth, on_day=lambda _day: progress.advance(task)
+        )
+    table = Table("table", "rows", title="simulated")
+    for name, rows in counts.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(f"events landed in {landing}\nground truth (never a feature) in {ground_truth}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="simulator, canonical, talkingdata, open_bandit, avazu, criteo or generic"
+        ),
+    ],
+    path: Annotated[
+        Path | None, typer.Option(help="File or folder to read; for generic, the YAML mapping.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name the written files carry (default: the source).")
+    ] = None,
+    max_bad_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.01,
+) -> None:
+    """Validate a source with Great Expectations into the canonical events; quarantine bad rows."""
+    from pipelines import ingest as ingest_job
+
+    settings = get_settings()
+    if path is None:
+        if source != "simulator":
+            raise typer.BadParameter("--path is required for this source", param_hint="--path")
+        path = settings.data_root / "landing" / "simulator"
+    try:
+        report = ingest_job.ingest(
+            source,
+            path,
+            settings.data_root,
+            settings.reports_dir / "ingest",
+            name=name,
+            max_bad_fraction=max_bad_fraction,
+        )
+    except (ingest_job.UnreadableFile, FileNotFoundError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    table = Table(
+        "table", "rows in", "written", "quarantined", "reasons", title=f"ingest {report.name}"
+    )
+    for table_name, counts in report.tables.items():
+        reasons = ", ".join(f"{r}: {n}" for r, n in counts.reasons.items())
+        table.add_row(
+            table_name,
+            f"{counts.rows_in:,}",
+            f"{counts.rows_written:,}",
+            f"{counts.rows_quarantined:,}",
+            reasons,
+        )
+    console.print(table)
+    console.print(
+        f"events in {report.events_root}; quarantine in {report.quarantine_dir}; "
+        f"report {settings.reports_dir / 'ingest' / (report.name + '.json')}"
+    )
+    if not report.passed:
+        err.print(
+            f"[red]bad fraction {report.bad_fraction:.2%} is above the threshold "
+            f"{report.max_bad_fraction:.2%}[/red]"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Run the platform end to end at DEMO_SCALE, printing where everything went."""
+    from adstack import demo as demo_job
+
+    reports = demo_job.run(get_settings(), console)
+    if not all(report.passed for report in reports):
+        raise typer.Exit(1)
+
+
+@app.command()
+def info() -> None:
+    """Print the settings in force (data root, Redis, reports) as JSON."""
+    settings = get_settings()
+    console.print_json(
+        json.dumps(
+            {
+                "data_root": str(settings.data_root),
+                "reports_dir": str(settings.reports_dir),
+                "redis_url": settings.effective_redis_url,
+                "embedded_redis": settings.embedded_redis,
+            }
+        )
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    app()

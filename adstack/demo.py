@@ -1,0 +1,93 @@
+"""The demo: the platform's main job, end to end, as far as it exists today.
+
+Starts the embedded Redis (unless ``REDIS_URL`` is set), simulates a marketplace,
+ingests and validates it and any real sample logs present, prints where everything
+went, and stops every process it started, even when a step fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from adstack import redis_server
+from adstack.settings import Settings
+from pipelines import ingest
+from pipelines.simulator import SimulationConfig, write_simulation
+
+REAL_LOGS = {
+    "talkingdata": "talkingdata_sample",
+    "open_bandit": "open_bandit",
+    "avazu": "avazu_sample",
+    "criteo": "criteo_sample",
+}
+
+
+@contextmanager
+def online_store(settings: Settings, console: Console) -> Iterator[str]:
+    """The Redis the demo uses: REDIS_URL, or an embedded server stopped on exit."""
+    if not settings.embedded_redis:
+        yield settings.effective_redis_url
+        return
+    running = redis_server.status(settings.redis_dir)
+    if running is not None:
+        console.print(f"using the embedded redis-server already running (pid {running.pid})")
+        yield running.url
+        return
+    server = redis_server.start(settings.redis_dir, settings.redis_port)
+    console.print(f"started redis-server pid {server.pid} on {server.url}")
+    try:
+        yield server.url
+    finally:
+        redis_server.stop(settings.redis_dir)
+        console.print(f"stopped redis-server pid {server.pid}")
+
+
+def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
+    scale = settings.demo_scale
+    config = SimulationConfig(
+        days=7,
+        users=max(100, int(20_000 * scale)),
+        ads=max(20, int(1_000 * scale)),
+        impressions_per_day=max(1_000, int(100_000 * scale)),
+    )
+    landing = settings.data_root / "landing" / "simulator"
+    reports_dir = settings.reports_dir / "ingest"
+    with online_store(settings, console) as url:
+        client = redis.Redis.from_url(url)
+        console.print(f"online store answers PING: {client.ping()} ({url})")
+        client.close()
+        with console.status(f"simulating {config.days} days x {config.impressions_per_day:,}"):
+            counts = write_simulation(config, landing, settings.data_root / "ground_truth")
+        console.print(f"simulated {counts['impressions']:,} impressions into {landing}")
+        reports = []
+        with console.status("ingesting and validating the simulated events"):
+            reports.append(ingest.ingest("simulator", landing, settings.data_root, reports_dir))
+        for source, folder in REAL_LOGS.items():
+            path = settings.sample_logs / folder
+            if not path.exists():
+                console.print(f"[yellow]skipping {source}: {path} is absent[/yellow]")
+                continue
+            with console.status(f"ingesting and validating {source}"):
+                reports.append(ingest.ingest(source, path, settings.data_root, reports_dir))
+    summary = Table("source", "rows in", "quarantined", "bad fraction", "passed", title="ingest")
+    for report in reports:
+        summary.add_row(
+            report.name,
+            f"{report.rows_in:,}",
+            f"{report.rows_quarantined:,}",
+            f"{report.bad_fraction:.3%}",
+            "yes" if report.passed else "[red]no[/red]",
+        )
+    console.print(summary)
+    console.print(
+        f"events: {settings.data_root / 'events'}\n"
+        f"quarantine: {settings.data_root / 'quarantine'}\n"
+        f"ground truth: {settings.data_root / 'ground_truth'}\n"
+        f"ingest reports: {reports_dir}"
+    )
+    return reports
