@@ -61,7 +61,7 @@ def start(
 ) -> RedisServer:
     """Start redis-server on 127.0.0.1:``port`` with its files under ``directory``.
 
-    Returns once the server answers PING. Raises with the server's own log lines if it
+    Returns once the server answers as this process. Raises with the server's own log lines if it
     exits early (port taken, bad directory).
     """
     directory = directory.resolve()
@@ -100,7 +100,8 @@ def start(
                     + " | ".join(tail)
                 )
             try:
-                if client.ping():
+                # Another server on the port would answer PING too: insist on our pid.
+                if client.info("server").get("process_id") == process.pid:
                     break
             except redis.ConnectionError:
                 pass

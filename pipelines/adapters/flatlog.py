@@ -105,7 +105,8 @@ def parse_column(raw: pd.Series, kind: str, time_format: str | None = None) -> p
         if pd.api.types.is_datetime64_any_dtype(raw.dtype):
             parsed = raw if raw.dt.tz is not None else raw.dt.tz_localize("UTC")
             return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format=time_format)
+        # Without a declared format, any ISO 8601 form is accepted, row by row.
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format=time_format or "ISO8601")
         return parsed.astype("datetime64[us, UTC]")
     if kind == TEXT:
         return raw.astype("string")

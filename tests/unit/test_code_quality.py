@@ -1,0 +1,23 @@
+"""ruff (lint and format) over the project and mypy over serving/ and training/."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_lint_and_format():
+    lint = run("ruff", "check", ".")
+    assert lint.returncode == 0, lint.stdout
+    fmt = run("ruff", "format", "--check", ".")
+    assert fmt.returncode == 0, fmt.stdout
+
+
+def test_mypy_on_serving_and_training():
+    result = run("mypy", "serving", "training")
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,98 @@
+import pandas as pd
+import pytest
+
+from pipelines.adapters import generic
+from pipelines.adapters.flatlog import hash_ids, parse_flat
+from pipelines.ingest import ingest
+
+
+def test_hashed_ids_are_stable_63_bit_and_keep_nulls():
+    ids = hash_ids(pd.Series(["a99f214a", "x", None, "x"]))
+    assert ids[1] == ids[3] and ids[0] != ids[1]
+    assert ids.dropna().between(0, 2**63 - 1).all()
+    assert pd.isna(ids[2])
+    assert hash_ids(pd.Series(["x"]))[0] == ids[1]
+
+
+def test_parse_flags_present_but_unparsable_values_only():
+    parsed = parse_flat(
+        pd.DataFrame(
+            {
+                "impression_id": ["1", "2", "x", None, " "],
+                "bid": ["0.5", "abc", "1", "", "2"],
+                "event_timestamp": [
+                    "2026-01-01 00:00:00",
+                    "not a time",
+                    None,
+                    "2026-01-01",
+                    "2026-01-02",
+                ],
+            }
+        )
+    )
+    assert parsed.parse_failures["parse:impression_id"].tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert parsed.parse_failures["parse:bid"].tolist() == [False, True, False, False, False]
+    assert parsed.parse_failures["parse:event_timestamp"].tolist() == [
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert str(parsed.frame["event_timestamp"].dtype) == "datetime64[us, UTC]"
+
+
+def test_ids_beyond_float_precision_parse_exactly():
+    parsed = parse_flat(pd.DataFrame({"impression_id": ["9007199254740993", "7"]}))
+    assert parsed.frame["impression_id"].tolist() == [9007199254740993, 7]
+
+
+MAPPING = """
+source: shop_ads
+format: csv
+path: "logs/*.csv"
+timestamp_unit: s
+columns:
+  event_timestamp: ts
+  user_id: visitor
+  ad_id: creative
+  click: clicked
+  bid: cpc
+hash_ids: [user_id]
+constants: {bid_type: CPC, placement: home}
+"""
+
+
+def test_generic_yaml_mapping_brings_your_own_log(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "day1.csv").write_text(
+        "ts,visitor,creative,clicked,cpc\n"
+        "1767600000,alice,10,1,0.4\n"
+        "1767600060,bob,11,0,0.3\n"
+        "yesterday,carol,10,0,0.3\n"
+    )
+    (tmp_path / "map.yaml").write_text(MAPPING)
+    report = ingest("generic", tmp_path / "map.yaml", tmp_path / "data", tmp_path / "reports")
+    assert report.name == "shop_ads"
+    assert report.tables["impressions"].rows_written == 2
+    assert report.tables["impressions"].reasons == {
+        "parse:event_timestamp": 1,
+        "event_timestamp is null": 1,
+    }
+    clicks = pd.read_parquet(tmp_path / "data" / "events" / "clicks")
+    assert len(clicks) == 1
+    imp = pd.read_parquet(tmp_path / "data" / "events" / "impressions")
+    assert imp["event_timestamp"].min() == pd.Timestamp(1767600000, unit="s", tz="UTC")
+    assert set(imp["placement"]) == {"home"}
+
+
+def test_generic_mapping_errors_name_the_problem(tmp_path):
+    (tmp_path / "bad.yaml").write_text(MAPPING.replace("click: clicked", "clikc: clicked"))
+    with pytest.raises(ValueError, match="unknown flat columns"):
+        generic.load_mapping(tmp_path / "bad.yaml")
