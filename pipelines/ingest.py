@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines import events
 from pipelines.adapters import avazu, criteo, generic, open_bandit, talkingdata
@@ -312,9 +313,7 @@ class Ingestor:
                 )
 
 
-def _kind(dtype) -> str:  # noqa: ANN001 - a pyarrow DataType
-    import pyarrow as pa
-
+def _kind(dtype: pa.DataType) -> str:
     if pa.types.is_timestamp(dtype):
         return TIME
     if pa.types.is_floating(dtype):

@@ -161,7 +161,7 @@ class IngestValidator:
         self._suites: dict[str, gx.ExpectationSuite] = {}
 
     @cached_property
-    def _context(self):  # noqa: ANN202 - GX's context type is internal
+    def _context(self):  # GX does not export its context type
         context = gx.get_context(mode="ephemeral")
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -169,7 +169,7 @@ class IngestValidator:
         return context
 
     @cached_property
-    def _batch_definition(self):  # noqa: ANN202
+    def _batch_definition(self):
         asset = self._context.data_sources.add_pandas("ingest").add_dataframe_asset("batch")
         return asset.add_batch_definition_whole_dataframe("whole")
 
