@@ -1,0 +1,235 @@
+"""The feature contract: window lengths, feature names and types, label clocks.
+
+Everything that names a feature is generated here, from one tuple of windows and one
+naming helper: the Spark batch job selects its output columns from these specs, the
+Feast feature views build their schemas from them, and training and serving import
+them. The feature services (``feature_services.py``) choose which views each model
+version reads; no other module writes a feature list.
+
+Time semantics. A batch feature row for window end ``E`` (a UTC midnight) is stamped
+``event_timestamp = E`` and counts only events strictly before ``E``: the 7-day window
+covers ``[E - 7 days, E)``. Feast's point-in-time join takes rows stamped at or before
+the entity timestamp, so a row never includes the instant it is joined at.
+
+Events are counted at their own time and credited to the impression they belong to: a
+click on day ``d`` counts on day ``d`` even if its impression was the day before. A
+click counts only if it came within ``CLICK_WINDOW`` of its impression and a conversion
+only within ``ATTRIBUTION_WINDOW`` of its click, the same clocks the labels use, so a
+feature never counts an event that the label definition would not.
+
+This module is pure declarations: Feast imports every file of the repo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Window:
+    label: str
+    length: timedelta
+
+    @property
+    def days(self) -> int:
+        """Whole days, for the batch windows (which are rolled over daily partials)."""
+        return self.length // timedelta(days=1)
+
+
+BATCH_WINDOWS = (
+    Window("1d", timedelta(days=1)),
+    Window("7d", timedelta(days=7)),
+    Window("30d", timedelta(days=30)),
+)
+LONGEST_BATCH_WINDOW = max(BATCH_WINDOWS, key=lambda w: w.length)
+
+# Label clocks (DESIGN.md, time semantics). The simulator's clicks come seconds after
+# the impression and its conversions after a lognormal delay with a one-hour median.
+CLICK_WINDOW = timedelta(hours=1)
+ATTRIBUTION_WINDOW = timedelta(days=7)
+
+# Batch views are recomputed once a day; a row stays valid until the next day's row. The
+# TTL allows one missed daily run before the offline join treats the entity as unknown.
+BATCH_REFRESH = timedelta(days=1)
+BATCH_TTL = 2 * BATCH_REFRESH
+# Profiles (ad catalog, user profile) hold until replaced: no TTL.
+PROFILE_TTL = timedelta(0)
+
+# Beta priors for smoothed rates: the prior mean is the category's rate over the same
+# window, its weight is this many pseudo-impressions (CTR) or pseudo-clicks (CVR). A new
+# ad therefore starts at its category's rate and moves to its own after a few hundred
+# impressions.
+CTR_PRIOR_STRENGTH = 200.0
+CVR_PRIOR_STRENGTH = 20.0
+
+INT64 = "int64"
+FLOAT64 = "float64"
+STRING = "string"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    join_key: str
+    dtype: str
+    description: str
+
+
+USER = Entity("user", "user_id", INT64, "A person who sees ads (hashed id).")
+AD = Entity("ad", "ad_id", INT64, "One creative of a campaign.")
+ADVERTISER = Entity("advertiser", "advertiser_id", INT64, "Who pays; owns campaigns.")
+CAMPAIGN = Entity("campaign", "campaign_id", INT64, "A budgeted group of ads.")
+CATEGORY = Entity("category", "category", STRING, "The ad's product category.")
+ENTITIES = (USER, AD, ADVERTISER, CAMPAIGN, CATEGORY)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One feature view: its entities, its features in order, and how long rows hold."""
+
+    name: str
+    entities: tuple[Entity, ...]
+    features: tuple[Feature, ...]
+    ttl: timedelta
+    description: str
+
+    @property
+    def join_keys(self) -> list[str]:
+        return [e.join_key for e in self.entities]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def feature_name(prefix: str, measure: str, window: Window | None = None) -> str:
+    """``user_clicks_7d``: entity prefix, measure, window label."""
+    return f"{prefix}_{measure}" if window is None else f"{prefix}_{measure}_{window.label}"
+
+
+def windowed(
+    prefix: str, measures: tuple[tuple[str, str], ...], windows: tuple[Window, ...]
+) -> tuple[Feature, ...]:
+    """Every measure over every window, window-major: ``x_1d, y_1d, x_7d, ...``."""
+    return tuple(
+        Feature(feature_name(prefix, measure, w), dtype)
+        for w in windows
+        for measure, dtype in measures
+    )
+
+
+COUNTS = (("impressions", INT64), ("clicks", INT64), ("conversions", INT64))
+RATES = (("ctr", FLOAT64), ("cvr", FLOAT64))
+SPEND = (("spend", FLOAT64),)
+
+USER_DAILY = ViewSpec(
+    "user_daily",
+    (USER,),
+    windowed("user", (*COUNTS, *RATES, ("distinct_ads", INT64)), BATCH_WINDOWS),
+    BATCH_TTL,
+    "The user's activity over the last 1, 7 and 30 days (raw rates; null without a denominator).",
+)
+AD_DAILY = ViewSpec(
+    "ad_daily",
+    (AD,),
+    (
+        *windowed("ad", (*COUNTS, *RATES), BATCH_WINDOWS),
+        Feature("ad_days_since_first_impression", FLOAT64),
+    ),
+    BATCH_TTL,
+    "The ad's delivery over the last 1, 7 and 30 days; CTR and CVR smoothed towards the "
+    "category's rate with a Beta prior.",
+)
+ADVERTISER_DAILY = ViewSpec(
+    "advertiser_daily",
+    (ADVERTISER,),
+    windowed("advertiser", (*COUNTS, *RATES, *SPEND), BATCH_WINDOWS),
+    BATCH_TTL,
+    "The advertiser's delivery, rates and spend over the last 1, 7 and 30 days.",
+)
+CAMPAIGN_DAILY = ViewSpec(
+    "campaign_daily",
+    (CAMPAIGN,),
+    windowed("campaign", (*COUNTS, *RATES, *SPEND), BATCH_WINDOWS),
+    BATCH_TTL,
+    "The campaign's delivery, rates and spend over the last 1, 7 and 30 days.",
+)
+USER_CATEGORY_DAILY = ViewSpec(
+    "user_category_daily",
+    (USER, CATEGORY),
+    windowed(
+        "user_category",
+        (("impressions", INT64), ("clicks", INT64), ("ctr", FLOAT64), ("click_share", FLOAT64)),
+        BATCH_WINDOWS,
+    ),
+    BATCH_TTL,
+    "The user's interest in a category: impressions, clicks, CTR smoothed towards the "
+    "category's rate, and the category's share of the user's clicks.",
+)
+AD_PROFILE = ViewSpec(
+    "ad_profile",
+    (AD,),
+    (
+        Feature("ad_campaign_id", INT64),
+        Feature("ad_advertiser_id", INT64),
+        Feature("ad_category", STRING),
+        Feature("ad_format", STRING),
+        Feature("ad_bid_type", STRING),
+        Feature("ad_bid", FLOAT64),
+    ),
+    PROFILE_TTL,
+    "The ad catalog: owner, category, format, bid type and catalog bid, known from the "
+    "ad's creation.",
+)
+USER_PROFILE = ViewSpec(
+    "user_profile",
+    (USER,),
+    (
+        Feature("user_age_bucket", STRING),
+        Feature("user_gender", STRING),
+        Feature("user_country", STRING),
+        Feature("user_os", STRING),
+    ),
+    PROFILE_TTL,
+    "Declared and inferred user attributes, as of their last update.",
+)
+
+DAILY_VIEWS = (USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY)
+PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE)
+VIEWS = {spec.name: spec for spec in (*DAILY_VIEWS, *PROFILE_VIEWS)}
+
+# Push sources reserved for the streaming worker: entity and the offline table its
+# pushes append to. The streaming views and their windows are declared with the worker.
+PUSH_SOURCES = {
+    "user_stream_push": USER,
+    "ad_stream_push": AD,
+    "campaign_stream_push": CAMPAIGN,
+}
+
+FEATURES_DIR = "features"
+
+
+def data_root(repo_dir: Path) -> Path:
+    """Where the feature tables live: ``ADSTACK_DATA`` or ``<project>/data``.
+
+    Feast's file sources need absolute paths (the DuckDB offline store opens them
+    relative to the working directory), so the repo resolves the same data root the
+    jobs write to.
+    """
+    configured = os.environ.get("ADSTACK_DATA")
+    root = Path(configured) if configured else repo_dir.parent / "data"
+    return root.resolve()
+
+
+def table_dir(data_root: Path, view_name: str) -> Path:
+    """``<data root>/features/<view>``, Parquet partitioned by ``date=YYYY-MM-DD``."""
+    return data_root / FEATURES_DIR / view_name

@@ -1,0 +1,19 @@
+"""Entities: the join keys every view and request uses (ids are int64, see contract)."""
+
+from contract import ENTITIES, INT64
+from feast import Entity, ValueType
+
+_VALUE_TYPES = {INT64: ValueType.INT64}
+
+
+def _entity(spec) -> Entity:
+    return Entity(
+        name=spec.name,
+        join_keys=[spec.join_key],
+        value_type=_VALUE_TYPES.get(spec.dtype, ValueType.STRING),
+        description=spec.description,
+    )
+
+
+user, ad, advertiser, campaign, category = (_entity(spec) for spec in ENTITIES)
+ENTITY_BY_NAME = {e.name: e for e in (user, ad, advertiser, campaign, category)}

@@ -1,0 +1,603 @@
+"""Spark batch job: daily windowed aggregates for the Feast feature views.
+
+Run it as ``spark-submit pipelines/batch_features.py --start 2026-01-06 --end
+2026-01-12`` (add ``--master spark://...`` or submit to a cluster: there are no Python
+UDFs, so executors run no Python) or as ``adstack batch``.
+
+``--start`` and ``--end`` are window-end dates, both included. The row for window end
+``E`` (UTC midnight) is stamped ``event_timestamp = E`` and counts only events strictly
+before ``E``; see ``feature_repo/contract.py`` for the clocks that decide which clicks
+and conversions count.
+
+How windows are computed without rescanning history for every day:
+
+1. every impression, attributed click and attributed conversion becomes one row of
+   counts at its own timestamp (:func:`attributed_events`);
+2. rows are summed once per entity and UTC day (:func:`daily_partials`);
+3. each entity gets a dense grid of window ends from its first active day to one day
+   past the longest window after its last, and each window is a running sum over the
+   last ``n`` grid rows (:func:`roll_windows`). The first all-zero row after activity
+   stops is kept, so online values fall to zero instead of staying stale; later empty
+   rows are dropped.
+
+Distinct ads seen cannot be summed over days; each (user, ad, day) occurrence adds one
+from the next day until the window passes it or the pair is seen again, and a running
+sum of those steps gives the exact distinct count (:func:`distinct_ads_steps`).
+
+Output: Parquet under ``<data root>/features/<view>/date=YYYY-MM-DD`` (the window end's
+date), microsecond timestamps. A run replaces exactly the date partitions of its range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from feature_repo import contract
+from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
+from feature_repo.contract import Window as Span
+
+COUNTS = ("impressions", "clicks", "conversions")
+MICROS_PER_DAY = 86_400_000_000
+EPOCH = date(1970, 1, 1)
+
+
+def _micros(span: timedelta) -> int:
+    return span // timedelta(microseconds=1)
+
+
+def _day_index(day: date) -> int:
+    return (day - EPOCH).days
+
+
+# ---------------------------------------------------------------- extract
+
+
+@dataclass(frozen=True)
+class Events:
+    impressions: DataFrame  # impression_id, event_timestamp, user_id, ad_id, price_paid
+    clicks: DataFrame  # impression_id, event_timestamp
+    conversions: DataFrame  # impression_id, event_timestamp
+    ads: DataFrame  # ad_id, campaign_id, advertiser_id, category, format, bid_type, bid, created_at
+    users: DataFrame  # user_id, age_bucket, gender, country, os, updated_at
+    first_seen: DataFrame  # ad_id, event_timestamp: every impression before the range ends
+
+
+def history_start(first_end: date) -> date:
+    """The first event day a run over ``first_end..`` must read.
+
+    The longest window plus one day (the row after activity stops), plus the click and
+    attribution clocks so that a click or conversion in range finds its impression.
+    """
+    clocks = contract.CLICK_WINDOW + contract.ATTRIBUTION_WINDOW
+    return first_end - timedelta(
+        days=LONGEST_BATCH_WINDOW.days + 1 + math.ceil(clocks / timedelta(days=1))
+    )
+
+
+def _read(spark: SparkSession, root: Path, table: str) -> DataFrame:
+    path = str(root / table)
+    return spark.read.option("basePath", path).parquet(path)
+
+
+def extract(spark: SparkSession, events_root: Path, first_end: date, last_end: date) -> Events:
+    lo, hi = F.lit(history_start(first_end)), F.lit(last_end)
+    impressions = _read(spark, events_root, "impressions")
+    in_range = (F.col("date") >= lo) & (F.col("date") < hi)
+    return Events(
+        impressions=impressions.where(in_range).select(
+            "impression_id", "event_timestamp", "user_id", "ad_id", "price_paid"
+        ),
+        clicks=_read(spark, events_root, "clicks")
+        .where(in_range)
+        .select("impression_id", "event_timestamp"),
+        conversions=_read(spark, events_root, "conversions")
+        .where(in_range)
+        .select("impression_id", "event_timestamp"),
+        ads=_read(spark, events_root, "ads").drop("date"),
+        users=_read(spark, events_root, "users").drop("date"),
+        first_seen=impressions.where(F.col("date") < hi).select("ad_id", "event_timestamp"),
+    )
+
+
+# ---------------------------------------------------------------- transform
+
+
+def attributed_events(
+    impressions: DataFrame, clicks: DataFrame, conversions: DataFrame, ads: DataFrame
+) -> DataFrame:
+    """One row per impression, attributed click and attributed conversion.
+
+    Columns: event_timestamp (the event's own time), user_id, ad_id, campaign_id,
+    advertiser_id, category, impressions, clicks, conversions (0 or 1) and spend (the
+    clearing price, billed at the click for CPC ads and at the conversion for CPA ads).
+    """
+    shown = impressions.join(
+        F.broadcast(ads.select("ad_id", "campaign_id", "advertiser_id", "category", "bid_type")),
+        "ad_id",
+    ).select(
+        "impression_id",
+        F.col("event_timestamp").alias("shown_at"),
+        "user_id",
+        "ad_id",
+        "campaign_id",
+        "advertiser_id",
+        "category",
+        "bid_type",
+        F.coalesce("price_paid", F.lit(0.0)).alias("price"),
+    )
+    clicked = (
+        clicks.withColumnRenamed("event_timestamp", "clicked_at")
+        .join(shown, "impression_id")
+        .where(_within("shown_at", "clicked_at", contract.CLICK_WINDOW))
+    )
+    converted = (
+        conversions.withColumnRenamed("event_timestamp", "converted_at")
+        .join(clicked.select("impression_id", "clicked_at"), "impression_id")
+        .join(shown.drop("shown_at"), "impression_id")
+        .where(_within("clicked_at", "converted_at", contract.ATTRIBUTION_WINDOW))
+    )
+    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category"]
+
+    def rows(frame: DataFrame, at: str, kind: str, billed_as: str | None) -> DataFrame:
+        billed = F.col("bid_type") == F.lit(billed_as) if billed_as else F.lit(False)
+        return frame.select(
+            F.col(at).alias("event_timestamp"),
+            *keys,
+            *(F.lit(int(kind == c)).cast("long").alias(c) for c in COUNTS),
+            F.when(billed, F.col("price")).otherwise(0.0).cast("double").alias("spend"),
+        )
+
+    return (
+        rows(shown, "shown_at", "impressions", None)
+        .unionByName(rows(clicked, "clicked_at", "clicks", "CPC"))
+        .unionByName(rows(converted, "converted_at", "conversions", "CPA"))
+    )
+
+
+def _within(start: str, end: str, span: timedelta) -> Column:
+    gap = F.unix_micros(F.col(end)) - F.unix_micros(F.col(start))
+    return (gap >= 0) & (gap <= _micros(span))
+
+
+def daily_partials(events: DataFrame, keys: Sequence[str], measures: Sequence[str]) -> DataFrame:
+    """Sum ``measures`` per entity and UTC day (``day`` = days since 1970-01-01)."""
+    return (
+        events.withColumn("day", F.unix_date(F.to_date("event_timestamp")))
+        .groupBy(*keys, "day")
+        .agg(*(F.sum(m).alias(m) for m in measures))
+    )
+
+
+def roll_windows(
+    partials: DataFrame,
+    keys: Sequence[str],
+    measures: Sequence[str],
+    first_end: date,
+    last_end: date,
+    windows: Sequence[Span] = BATCH_WINDOWS,
+    steps: DataFrame | None = None,
+) -> DataFrame:
+    """Window sums at every daily window end in ``[first_end, last_end]``.
+
+    ``partials`` has ``keys``, ``day`` and ``measures``. Returns ``keys``, ``end_day``
+    and ``<measure>_<window>`` for every measure and window; ``steps`` (``keys``,
+    ``end_day`` and step columns) are added up cumulatively along the same grid.
+    Partials must cover at least ``[first_end - longest - 1 day, last_end)``.
+    """
+    longest = max(w.days for w in windows)
+    bounds = partials.groupBy(*keys).agg(F.min("day").alias("lo"), F.max("day").alias("hi"))
+    grid = bounds.select(
+        *keys,
+        F.explode(
+            F.sequence(
+                F.col("lo") + 1, F.least(F.col("hi") + longest + 1, F.lit(_day_index(last_end)))
+            )
+        ).alias("end_day"),
+    )
+    by_end = partials.withColumn("end_day", F.col("day") + 1).drop("day")
+    frame = grid.join(by_end, [*keys, "end_day"], "left").fillna(0, list(measures))
+    step_columns: list[str] = []
+    if steps is not None:
+        step_columns = [c for c in steps.columns if c not in (*keys, "end_day")]
+        frame = frame.join(steps, [*keys, "end_day"], "left").fillna(0, step_columns)
+    order = Window.partitionBy(*keys).orderBy("end_day")
+    activity = sum((F.col(m) for m in measures), F.lit(0))
+    sums = [
+        F.sum(m).over(order.rowsBetween(-(w.days - 1), 0)).alias(f"{m}_{w.label}")
+        for w in windows
+        for m in measures
+    ]
+    running = [
+        F.sum(c).over(order.rowsBetween(Window.unboundedPreceding, 0)).alias(c)
+        for c in step_columns
+    ]
+    # Rows with nothing in the longest window plus one day are dropped: that keeps one
+    # all-zero row right after activity stops.
+    recent = F.sum(activity).over(order.rowsBetween(-longest, 0)).alias("_recent")
+    return (
+        frame.select(*keys, "end_day", *sums, *running, recent)
+        .where(
+            (F.col("_recent") > 0)
+            & F.col("end_day").between(_day_index(first_end), _day_index(last_end))
+        )
+        .drop("_recent")
+    )
+
+
+def distinct_ads_steps(events: DataFrame, windows: Sequence[Span] = BATCH_WINDOWS) -> DataFrame:
+    """Steps whose running sum along window ends is the user's distinct ads per window.
+
+    An occurrence of (user, ad) on day ``d`` counts for window ends ``d + 1`` up to
+    ``d + n`` (window of ``n`` days) or the pair's next occurrence, whichever is first:
+    +1 at the first end, -1 after the last. Columns: user_id, end_day,
+    ``distinct_ads_<window>``.
+    """
+    pairs = (
+        events.where(F.col("impressions") > 0)
+        .select("user_id", "ad_id", F.unix_date(F.to_date("event_timestamp")).alias("day"))
+        .distinct()
+        .withColumn(
+            "next_day", F.lead("day").over(Window.partitionBy("user_id", "ad_id").orderBy("day"))
+        )
+    )
+    columns = [f"distinct_ads_{w.label}" for w in windows]
+    starts = pairs.select(
+        "user_id", (F.col("day") + 1).alias("end_day"), *(F.lit(1).alias(c) for c in columns)
+    )
+    stops = [
+        pairs.select(
+            "user_id",
+            (
+                F.least(F.col("day") + w.days, F.coalesce("next_day", F.col("day") + w.days)) + 1
+            ).alias("end_day"),
+            *(F.lit(-1 if c == column else 0).alias(c) for c in columns),
+        )
+        for w, column in zip(windows, columns, strict=True)
+    ]
+    steps = starts
+    for stop in stops:
+        steps = steps.unionByName(stop)
+    return steps.groupBy("user_id", "end_day").agg(*(F.sum(c).alias(c) for c in columns))
+
+
+def rate(numerator: Column, denominator: Column) -> Column:
+    """Raw rate; null when there is no denominator (unknown, not zero)."""
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def smoothed_rate(numerator: Column, denominator: Column, prior: Column, strength: float) -> Column:
+    """Posterior mean under a Beta prior of mean ``prior`` and weight ``strength``.
+
+    Falls back to the raw rate when the prior is unknown. Capped at 1: conversions and
+    clicks are counted at their own times, so a window can hold a conversion whose click
+    fell before it.
+    """
+    posterior = (numerator + prior * strength) / (denominator + strength)
+    return capped(F.coalesce(posterior, rate(numerator, denominator)))
+
+
+def capped(value: Column) -> Column:
+    """``min(value, 1)`` that keeps nulls null (``least`` would turn them into 1)."""
+    return F.when(value > 1.0, F.lit(1.0)).otherwise(value)
+
+
+def _stamped(frame: DataFrame, spec: ViewSpec, renames: dict[str, Column]) -> DataFrame:
+    """Select the view's columns in contract order, stamped at the window end."""
+    stamp = F.timestamp_seconds(F.col("end_day").cast("long") * 86_400)
+    return frame.select(
+        *spec.join_keys,
+        stamp.alias("event_timestamp"),
+        *(renames[name].alias(name) for name in spec.feature_names),
+    )
+
+
+def _names(spec: ViewSpec, prefix: str, frame: DataFrame) -> dict[str, Column]:
+    """Map ``<prefix>_<measure>_<window>`` feature names onto rolled ``<measure>_<window>``."""
+    return {
+        name: F.col(name[len(prefix) + 1 :])
+        for name in spec.feature_names
+        if name[len(prefix) + 1 :] in frame.columns
+    }
+
+
+def category_priors(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
+    """Per category and window end: the category's CTR and CVR (the Beta prior means)."""
+    rolled = roll_windows(
+        daily_partials(events, ["category"], COUNTS), ["category"], COUNTS, first_end, last_end
+    )
+    return rolled.select(
+        "category",
+        "end_day",
+        *(
+            column
+            for w in BATCH_WINDOWS
+            for column in (
+                rate(F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")).alias(
+                    f"prior_ctr_{w.label}"
+                ),
+                rate(F.col(f"conversions_{w.label}"), F.col(f"clicks_{w.label}")).alias(
+                    f"prior_cvr_{w.label}"
+                ),
+            )
+        ),
+    )
+
+
+def user_features(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
+    spec = contract.USER_DAILY
+    rolled = roll_windows(
+        daily_partials(events, ["user_id"], COUNTS),
+        ["user_id"],
+        COUNTS,
+        first_end,
+        last_end,
+        steps=distinct_ads_steps(events),
+    )
+    columns = _names(spec, "user", rolled)
+    for w in BATCH_WINDOWS:
+        clicks, impressions = F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")
+        columns[f"user_ctr_{w.label}"] = rate(clicks, impressions)
+        columns[f"user_cvr_{w.label}"] = capped(rate(F.col(f"conversions_{w.label}"), clicks))
+    return _stamped(rolled, spec, columns)
+
+
+def ad_features(
+    events: DataFrame,
+    ads: DataFrame,
+    first_seen: DataFrame,
+    priors: DataFrame,
+    first_end: date,
+    last_end: date,
+) -> DataFrame:
+    spec = contract.AD_DAILY
+    rolled = roll_windows(
+        daily_partials(events, ["ad_id"], COUNTS), ["ad_id"], COUNTS, first_end, last_end
+    )
+    first = first_seen.groupBy("ad_id").agg(F.min("event_timestamp").alias("first_impression_at"))
+    frame = (
+        rolled.join(F.broadcast(ads.select("ad_id", "category")), "ad_id", "left")
+        .join(priors, ["category", "end_day"], "left")
+        .join(first, "ad_id", "left")
+    )
+    columns = _names(spec, "ad", frame)
+    for w in BATCH_WINDOWS:
+        clicks = F.col(f"clicks_{w.label}")
+        columns[f"ad_ctr_{w.label}"] = smoothed_rate(
+            clicks,
+            F.col(f"impressions_{w.label}"),
+            F.col(f"prior_ctr_{w.label}"),
+            contract.CTR_PRIOR_STRENGTH,
+        )
+        columns[f"ad_cvr_{w.label}"] = smoothed_rate(
+            F.col(f"conversions_{w.label}"),
+            clicks,
+            F.col(f"prior_cvr_{w.label}"),
+            contract.CVR_PRIOR_STRENGTH,
+        )
+    end_micros = F.col("end_day").cast("long") * MICROS_PER_DAY
+    age = (end_micros - F.unix_micros("first_impression_at")) / MICROS_PER_DAY
+    columns["ad_days_since_first_impression"] = F.when(age > 0, age)
+    return _stamped(frame, spec, columns)
+
+
+def spender_features(
+    events: DataFrame, spec: ViewSpec, prefix: str, first_end: date, last_end: date
+) -> DataFrame:
+    """Advertiser or campaign: counts, raw rates and spend."""
+    key = spec.join_keys[0]
+    measures = (*COUNTS, "spend")
+    rolled = roll_windows(
+        daily_partials(events, [key], measures), [key], measures, first_end, last_end
+    )
+    columns = _names(spec, prefix, rolled)
+    for w in BATCH_WINDOWS:
+        clicks = F.col(f"clicks_{w.label}")
+        columns[f"{prefix}_ctr_{w.label}"] = rate(clicks, F.col(f"impressions_{w.label}"))
+        columns[f"{prefix}_cvr_{w.label}"] = capped(rate(F.col(f"conversions_{w.label}"), clicks))
+    return _stamped(rolled, spec, columns)
+
+
+def user_category_features(
+    events: DataFrame,
+    user_rolled_clicks: DataFrame,
+    priors: DataFrame,
+    first_end: date,
+    last_end: date,
+) -> DataFrame:
+    """``user_rolled_clicks``: user_id, end_day and ``user_clicks_<window>`` of the user view."""
+    spec = contract.USER_CATEGORY_DAILY
+    keys = ["user_id", "category"]
+    measures = ("impressions", "clicks")
+    rolled = roll_windows(
+        daily_partials(events, keys, measures), keys, measures, first_end, last_end
+    )
+    frame = rolled.join(priors, ["category", "end_day"], "left").join(
+        user_rolled_clicks, ["user_id", "end_day"], "left"
+    )
+    columns = _names(spec, "user_category", frame)
+    for w in BATCH_WINDOWS:
+        clicks = F.col(f"clicks_{w.label}")
+        columns[f"user_category_ctr_{w.label}"] = smoothed_rate(
+            clicks,
+            F.col(f"impressions_{w.label}"),
+            F.col(f"prior_ctr_{w.label}"),
+            contract.CTR_PRIOR_STRENGTH,
+        )
+        columns[f"user_category_click_share_{w.label}"] = rate(
+            clicks, F.col(f"user_clicks_{w.label}")
+        )
+    return _stamped(frame, spec, columns)
+
+
+def ad_profile(ads: DataFrame) -> DataFrame:
+    return ads.select(
+        "ad_id",
+        F.col("created_at").alias("event_timestamp"),
+        F.col("campaign_id").alias("ad_campaign_id"),
+        F.col("advertiser_id").alias("ad_advertiser_id"),
+        F.col("category").alias("ad_category"),
+        F.col("format").alias("ad_format"),
+        F.col("bid_type").alias("ad_bid_type"),
+        F.col("bid").alias("ad_bid"),
+    )
+
+
+def user_profile(users: DataFrame) -> DataFrame:
+    return users.select(
+        "user_id",
+        F.col("updated_at").alias("event_timestamp"),
+        F.col("age_bucket").alias("user_age_bucket"),
+        F.col("gender").alias("user_gender"),
+        F.col("country").alias("user_country"),
+        F.col("os").alias("user_os"),
+    )
+
+
+def transform(events: Events, first_end: date, last_end: date) -> dict[str, DataFrame]:
+    """Every feature table of the range, keyed by view name."""
+    activity = attributed_events(events.impressions, events.clicks, events.conversions, events.ads)
+    priors = category_priors(activity, first_end, last_end)
+    users = user_features(activity, first_end, last_end)
+    user_clicks = users.select(
+        "user_id",
+        F.unix_date(F.to_date("event_timestamp")).alias("end_day"),
+        *(f"user_clicks_{w.label}" for w in BATCH_WINDOWS),
+    )
+    return {
+        contract.USER_DAILY.name: users,
+        contract.AD_DAILY.name: ad_features(
+            activity, events.ads, events.first_seen, priors, first_end, last_end
+        ),
+        contract.ADVERTISER_DAILY.name: spender_features(
+            activity, contract.ADVERTISER_DAILY, "advertiser", first_end, last_end
+        ),
+        contract.CAMPAIGN_DAILY.name: spender_features(
+            activity, contract.CAMPAIGN_DAILY, "campaign", first_end, last_end
+        ),
+        contract.USER_CATEGORY_DAILY.name: user_category_features(
+            activity, user_clicks, priors, first_end, last_end
+        ),
+        contract.AD_PROFILE.name: ad_profile(events.ads),
+        contract.USER_PROFILE.name: user_profile(events.users),
+    }
+
+
+# ---------------------------------------------------------------- load
+
+
+def load(
+    spark: SparkSession,
+    frame: DataFrame,
+    directory: Path,
+    first_end: date,
+    last_end: date,
+    keys: Sequence[str],
+    ranged: bool = True,
+) -> int:
+    """Write ``frame`` partitioned by the date of ``event_timestamp``; return its rows.
+
+    Dynamic partition overwrite replaces the partitions the frame has rows for. For a
+    ranged (daily) table, partitions of the range that came out empty are removed too,
+    so a rerun leaves exactly what this run computed.
+    """
+    dated = frame.withColumn("date", F.date_format("event_timestamp", "yyyy-MM-dd")).cache()
+    rows = dated.count()
+    (
+        dated.repartition("date")
+        .sortWithinPartitions(*keys)
+        .write.mode("overwrite")
+        .partitionBy("date")
+        .parquet(str(directory))
+    )
+    if ranged:
+        written = {r["date"] for r in dated.select("date").distinct().collect()}
+        expected = {
+            str(first_end + timedelta(days=i)) for i in range((last_end - first_end).days + 1)
+        }
+        _delete_partitions(spark, directory, sorted(expected - written))
+    dated.unpersist()
+    return rows
+
+
+def _delete_partitions(spark: SparkSession, directory: Path, dates: Sequence[str]) -> None:
+    """Remove ``date=`` partitions through Hadoop's FileSystem (local, HDFS or S3 alike)."""
+    if not dates:
+        return
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for day in dates:
+        path = jvm.org.apache.hadoop.fs.Path(f"{directory}/date={day}")
+        path.getFileSystem(hadoop_conf).delete(path, True)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def event_date_range(spark: SparkSession, events_root: Path) -> tuple[date, date]:
+    """Default range: window ends from the day after the first impression day to the day
+    after the last one."""
+    days = _read(spark, events_root, "impressions").agg(F.min("date"), F.max("date")).first()
+    if days is None or days[0] is None:
+        raise ValueError(f"no impressions under {events_root / 'impressions'}")
+    return days[0] + timedelta(days=1), days[1] + timedelta(days=1)
+
+
+def run(
+    spark: SparkSession,
+    data_root: Path,
+    first_end: date | None = None,
+    last_end: date | None = None,
+) -> dict[str, int]:
+    """Compute and write every feature table for window ends ``first_end..last_end``."""
+    events_root = data_root / "events"
+    if first_end is None or last_end is None:
+        default_first, default_last = event_date_range(spark, events_root)
+        first_end, last_end = first_end or default_first, last_end or default_last
+    if first_end > last_end:
+        raise ValueError(f"--start {first_end} is after --end {last_end}")
+    tables = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
+    written = {}
+    for name, frame in tables.items():
+        spec = contract.VIEWS[name]
+        ranged = spec in contract.DAILY_VIEWS
+        written[name] = load(
+            spark,
+            frame,
+            contract.table_dir(data_root, name),
+            first_end,
+            last_end,
+            spec.join_keys,
+            ranged,
+        )
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from adstack.settings import get_settings
+    from pipelines.spark import spark_session
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", type=date.fromisoformat, help="first window-end date (UTC)")
+    parser.add_argument("--end", type=date.fromisoformat, help="last window-end date (UTC)")
+    parser.add_argument("--data-root", type=Path, help="default: ADSTACK_DATA or ./data")
+    parser.add_argument("--master", default=None, help="Spark master when not under spark-submit")
+    args = parser.parse_args(argv)
+    data_root = args.data_root or get_settings().data_root
+    spark = spark_session("adstack-batch-features", args.master)
+    try:
+        for name, rows in run(spark, data_root, args.start, args.end).items():
+            print(f"{name}: {rows} rows")
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()
