@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -175,6 +175,83 @@ def ingest(
             f"{report.max_bad_fraction:.2%}[/red]"
         )
         raise typer.Exit(1)
+
+
+def _date(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+@app.command()
+def batch(
+    start: Annotated[
+        str | None, typer.Option(help="First window-end date, YYYY-MM-DD (UTC).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Last window-end date, YYYY-MM-DD.")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master (default local[*]).")] = None,
+) -> None:
+    """Compute the daily windowed feature tables with Spark (default: every event day)."""
+    from pipelines import batch_features
+    from pipelines.spark import spark_session
+
+    settings = get_settings()
+    try:
+        first_end, last_end = _date(start), _date(end)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    spark = spark_session("adstack-batch-features", master)
+    try:
+        with console.status("computing feature tables with Spark"):
+            written = batch_features.run(spark, settings.data_root, first_end, last_end)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    finally:
+        spark.stop()
+    table = Table("feature table", "rows", title="batch features")
+    for name, rows in written.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(f"feature tables in {settings.data_root / 'features'}")
+
+
+@app.command()
+def apply(
+    offline: Annotated[
+        str, typer.Option(help="Offline store profile: duckdb or spark.")
+    ] = "duckdb",
+) -> None:
+    """`feast apply` in the feature repo, with adstack's data root and Redis."""
+    from adstack.feature_store import FeastCommandError, feast_cli
+
+    settings = get_settings()
+    try:
+        result = feast_cli(settings, "apply", profile=offline)
+    except (FeastCommandError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    console.print(result.stdout.strip())
+
+
+@app.command()
+def materialize(
+    end: Annotated[
+        str | None,
+        typer.Option(help="Materialise up to this instant (ISO 8601, UTC; default now)."),
+    ] = None,
+) -> None:
+    """`feast materialize-incremental`: load the online store up to END."""
+    from pipelines.materialize import materialize_incremental
+
+    settings = get_settings()
+    try:
+        until = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--end") from error
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    with console.status(f"materialising into {settings.effective_redis_url}"):
+        written = materialize_incremental(settings.feature_repo, until)
+    console.print(f"materialised up to {until.isoformat()}: {written}")
 
 
 @app.command()

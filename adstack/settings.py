@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     redis_port: int = 6379
     # Real logs for development (never copied into the project); absent on a user's clone.
     sample_logs: Path = Path("../shared/data")
+    # The Feast repo (entities, sources, views, services and both store profiles).
+    feature_repo: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parents[1] / "feature_repo"
+    )
     demo_scale: float = Field(default=1.0, gt=0, validation_alias=AliasChoices("DEMO_SCALE"))
 
     @property

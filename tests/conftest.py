@@ -1,4 +1,5 @@
-"""Shared fixtures: a real throwaway redis-server, and the real sample logs when present."""
+"""Shared fixtures: a real throwaway redis-server, one local SparkSession, and the real
+sample logs when present."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def sample_logs() -> Path:
     if not SAMPLE_LOGS.is_dir():
         pytest.skip(f"real sample logs not found at {SAMPLE_LOGS} (a fresh clone has none)")
     return SAMPLE_LOGS
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole run (starting one takes ~10 s)."""
+    from pipelines.spark import spark_session
+
+    session = spark_session("adstack-tests", "local[2]")
+    yield session
+    session.stop()
