@@ -74,6 +74,8 @@ STRING = "string"
 class Feature:
     name: str
     dtype: str
+    # For profile features: the canonical catalog column the value is copied from.
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ COUNTS = (("impressions", INT64), ("clicks", INT64), ("conversions", INT64))
 RATES = (("ctr", FLOAT64), ("cvr", FLOAT64))
 SPEND = (("spend", FLOAT64),)
 
+AD_AGE = Feature("ad_days_since_first_impression", FLOAT64)
+
 USER_DAILY = ViewSpec(
     "user_daily",
     (USER,),
@@ -141,10 +145,7 @@ USER_DAILY = ViewSpec(
 AD_DAILY = ViewSpec(
     "ad_daily",
     (AD,),
-    (
-        *windowed("ad", (*COUNTS, *RATES), BATCH_WINDOWS),
-        Feature("ad_days_since_first_impression", FLOAT64),
-    ),
+    (*windowed("ad", (*COUNTS, *RATES), BATCH_WINDOWS), AD_AGE),
     BATCH_TTL,
     "The ad's delivery over the last 1, 7 and 30 days; CTR and CVR smoothed towards the "
     "category's rate with a Beta prior.",
@@ -179,12 +180,12 @@ AD_PROFILE = ViewSpec(
     "ad_profile",
     (AD,),
     (
-        Feature("ad_campaign_id", INT64),
-        Feature("ad_advertiser_id", INT64),
-        Feature("ad_category", STRING),
-        Feature("ad_format", STRING),
-        Feature("ad_bid_type", STRING),
-        Feature("ad_bid", FLOAT64),
+        Feature("ad_campaign_id", INT64, source="campaign_id"),
+        Feature("ad_advertiser_id", INT64, source="advertiser_id"),
+        Feature("ad_category", STRING, source="category"),
+        Feature("ad_format", STRING, source="format"),
+        Feature("ad_bid_type", STRING, source="bid_type"),
+        Feature("ad_bid", FLOAT64, source="bid"),
     ),
     PROFILE_TTL,
     "The ad catalog: owner, category, format, bid type and catalog bid, known from the "
@@ -194,10 +195,10 @@ USER_PROFILE = ViewSpec(
     "user_profile",
     (USER,),
     (
-        Feature("user_age_bucket", STRING),
-        Feature("user_gender", STRING),
-        Feature("user_country", STRING),
-        Feature("user_os", STRING),
+        Feature("user_age_bucket", STRING, source="age_bucket"),
+        Feature("user_gender", STRING, source="gender"),
+        Feature("user_country", STRING, source="country"),
+        Feature("user_os", STRING, source="os"),
     ),
     PROFILE_TTL,
     "Declared and inferred user attributes, as of their last update.",

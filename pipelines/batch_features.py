@@ -384,7 +384,7 @@ def ad_features(
         )
     end_micros = F.col("end_day").cast("long") * MICROS_PER_DAY
     age = (end_micros - F.unix_micros("first_impression_at")) / MICROS_PER_DAY
-    columns["ad_days_since_first_impression"] = F.when(age > 0, age)
+    columns[contract.AD_AGE.name] = F.when(age > 0, age)
     return _stamped(frame, spec, columns)
 
 
@@ -437,27 +437,12 @@ def user_category_features(
     return _stamped(frame, spec, columns)
 
 
-def ad_profile(ads: DataFrame) -> DataFrame:
-    return ads.select(
-        "ad_id",
-        F.col("created_at").alias("event_timestamp"),
-        F.col("campaign_id").alias("ad_campaign_id"),
-        F.col("advertiser_id").alias("ad_advertiser_id"),
-        F.col("category").alias("ad_category"),
-        F.col("format").alias("ad_format"),
-        F.col("bid_type").alias("ad_bid_type"),
-        F.col("bid").alias("ad_bid"),
-    )
-
-
-def user_profile(users: DataFrame) -> DataFrame:
-    return users.select(
-        "user_id",
-        F.col("updated_at").alias("event_timestamp"),
-        F.col("age_bucket").alias("user_age_bucket"),
-        F.col("gender").alias("user_gender"),
-        F.col("country").alias("user_country"),
-        F.col("os").alias("user_os"),
+def profile(catalog: DataFrame, spec: ViewSpec, stamped_by: str) -> DataFrame:
+    """A catalog snapshot as a profile view: each feature copied from its source column."""
+    return catalog.select(
+        *spec.join_keys,
+        F.col(stamped_by).alias("event_timestamp"),
+        *(F.col(f.source).alias(f.name) for f in spec.features if f.source is not None),
     )
 
 
@@ -485,8 +470,8 @@ def transform(events: Events, first_end: date, last_end: date) -> dict[str, Data
         contract.USER_CATEGORY_DAILY.name: user_category_features(
             activity, user_clicks, priors, first_end, last_end
         ),
-        contract.AD_PROFILE.name: ad_profile(events.ads),
-        contract.USER_PROFILE.name: user_profile(events.users),
+        contract.AD_PROFILE.name: profile(events.ads, contract.AD_PROFILE, "created_at"),
+        contract.USER_PROFILE.name: profile(events.users, contract.USER_PROFILE, "updated_at"),
     }
 
 
