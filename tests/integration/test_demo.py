@@ -1,5 +1,8 @@
 """`adstack demo` at a small scale: data lands where it says, and it stops its Redis."""
 
+import re
+import shutil
+
 from typer.testing import CliRunner
 
 from adstack import redis_server
@@ -10,8 +13,15 @@ from pipelines import events
 
 def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatch):
     monkeypatch.setenv("DEMO_SCALE", "0.02")
-    monkeypatch.setenv("ADSTACK_REDIS_PORT", str(redis_server.free_port()))
+    port = redis_server.free_port()
+    monkeypatch.setenv("ADSTACK_REDIS_PORT", str(port))
     monkeypatch.setenv("ADSTACK_SAMPLE_LOGS", str(settings_env / "no-logs-here"))
+    repo = shutil.copytree(
+        get_settings().feature_repo,
+        settings_env / "feature_repo",
+        ignore=shutil.ignore_patterns(".feast", "__pycache__"),
+    )
+    monkeypatch.setenv("ADSTACK_FEATURE_REPO", str(repo))
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
@@ -20,4 +30,10 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     assert redis_server.status(settings_env / ".adstack" / "redis") is None
     written = events.read_table(events.IMPRESSIONS, settings_env / "data" / "events")
     assert written.num_rows == 7 * 2_000
+    keys = re.search(r"online store holds ([\d,]+) entity keys", result.output)
+    assert keys and int(keys.group(1).replace(",", "")) > 100, result.output
     assert (settings_env / "reports" / "ingest" / "simulator.json").exists()
+    assert "feast apply: 7 feature views registered" in result.output
+    assert (repo / ".feast" / "registry.db").exists()
+    for view in ("user_daily", "ad_daily", "ad_profile"):
+        assert any((settings_env / "data" / "features" / view).glob("date=*/*.parquet"))
