@@ -232,26 +232,53 @@ def apply(
     console.print(result.stdout.strip())
 
 
+def _instant(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 @app.command()
 def materialize(
     end: Annotated[
+        str | None, typer.Option(help="Up to this instant, ISO 8601 (default now; UTC if naive).")
+    ] = None,
+    start: Annotated[
         str | None,
-        typer.Option(help="Materialise up to this instant (ISO 8601, UTC; default now)."),
+        typer.Option(help="Backfill from this instant, like `feast materialize START END`."),
+    ] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="Only these feature views (repeatable).")
     ] = None,
 ) -> None:
-    """`feast materialize-incremental`: load the online store up to END."""
-    from pipelines.materialize import materialize_incremental
+    """Load the online store: `feast materialize-incremental END`, or a backfill with --start.
+
+    Incremental runs continue from the interval the last run recorded; the first one
+    starts at now minus the view's TTL (Feast's rule), so backfill historical data with
+    --start.
+    """
+    from pipelines import materialize as materialize_job
 
     settings = get_settings()
+    until = _instant(end, "--end") if end else datetime.now(UTC)
+    since = _instant(start, "--start") if start else None
     try:
-        until = datetime.fromisoformat(end) if end else datetime.now(UTC)
+        with console.status(f"materialising into {settings.effective_redis_url}"):
+            if since is None:
+                written = materialize_job.materialize_incremental(
+                    settings.feature_repo, until, view
+                )
+            else:
+                written = materialize_job.materialize(settings.feature_repo, since, until, view)
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--end") from error
-    if until.tzinfo is None:
-        until = until.replace(tzinfo=UTC)
-    with console.status(f"materialising into {settings.effective_redis_url}"):
-        written = materialize_incremental(settings.feature_repo, until)
-    console.print(f"materialised up to {until.isoformat()}: {written}")
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    table = Table("feature view", "rows written", title=f"materialised up to {until.isoformat()}")
+    for name, rows in written.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
 
 
 @app.command()
