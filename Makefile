@@ -39,6 +39,8 @@ lint: setup
 bench: setup
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.materialize
+	$(BIN)/python -m bench.batch_features
 
 clean:
 	rm -rf data reports .adstack
