@@ -191,22 +191,22 @@ def batch(
 ) -> None:
     """Compute the daily windowed feature tables with Spark (default: every event day)."""
     from pipelines import batch_features
-    from pipelines.spark import spark_session
+    from pipelines.spark import spark_job
 
     settings = get_settings()
     try:
         first_end, last_end = _date(start), _date(end)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    spark = spark_session("adstack-batch-features", master)
     try:
-        with console.status("computing feature tables with Spark"):
+        with (
+            spark_job("adstack-batch-features", master) as spark,
+            console.status("computing feature tables with Spark"),
+        ):
             written = batch_features.run(spark, settings.data_root, first_end, last_end)
     except ValueError as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    finally:
-        spark.stop()
     table = Table("feature table", "rows", title="batch features")
     for name, rows in written.items():
         table.add_row(name, f"{rows:,}")

@@ -23,7 +23,7 @@ from adstack.settings import Settings
 from pipelines import batch_features, ingest
 from pipelines.materialize import materialize_incremental
 from pipelines.simulator import SimulationConfig, write_simulation
-from pipelines.spark import spark_session
+from pipelines.spark import spark_job
 
 REAL_LOGS = {
     "talkingdata": "talkingdata_sample",
@@ -111,14 +111,13 @@ def build_features(
     settings: Settings, config: SimulationConfig, console: Console
 ) -> dict[str, int]:
     """Spark batch features over the simulated days, `feast apply`, materialise into Redis."""
-    spark = spark_session("adstack-demo-batch")
     first_end = config.start.date() + timedelta(days=1)
     last_end = config.start.date() + timedelta(days=config.days)
-    try:
-        with console.status(f"Spark: windowed features for window ends {first_end}..{last_end}"):
-            written = batch_features.run(spark, settings.data_root, first_end, last_end)
-    finally:
-        spark.stop()
+    with (
+        spark_job("adstack-demo-batch") as spark,
+        console.status(f"Spark: windowed features for window ends {first_end}..{last_end}"),
+    ):
+        written = batch_features.run(spark, settings.data_root, first_end, last_end)
     console.print(f"Spark wrote {sum(written.values()):,} feature rows in {len(written)} tables")
     with console.status("feast apply"):
         feast_cli(settings, "apply")

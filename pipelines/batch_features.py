@@ -542,6 +542,8 @@ def run(
     last_end: date | None = None,
 ) -> dict[str, int]:
     """Compute and write every feature table for window ends ``first_end..last_end``."""
+    # Spark resolves relative paths against the JVM's working directory, not Python's.
+    data_root = data_root.resolve()
     events_root = data_root / "events"
     if first_end is None or last_end is None:
         default_first, default_last = event_date_range(spark, events_root)
@@ -567,7 +569,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     from adstack.settings import get_settings
-    from pipelines.spark import spark_session
+    from pipelines.spark import spark_job
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=date.fromisoformat, help="first window-end date (UTC)")
@@ -576,12 +578,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--master", default=None, help="Spark master when not under spark-submit")
     args = parser.parse_args(argv)
     data_root = args.data_root or get_settings().data_root
-    spark = spark_session("adstack-batch-features", args.master)
-    try:
+    with spark_job("adstack-batch-features", args.master) as spark:
         for name, rows in run(spark, data_root, args.start, args.end).items():
             print(f"{name}: {rows} rows")
-    finally:
-        spark.stop()
 
 
 if __name__ == "__main__":

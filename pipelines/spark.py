@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -51,3 +53,15 @@ def spark_session(app_name: str, master: str | None = None) -> SparkSession:
         spark.conf.set("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+@contextmanager
+def spark_job(app_name: str, master: str | None = None) -> Iterator[SparkSession]:
+    """The active session if there is one (left running), else a new one stopped on exit."""
+    active = SparkSession.getActiveSession()
+    spark = spark_session(app_name, master) if active is None else active
+    try:
+        yield spark
+    finally:
+        if active is None:
+            spark.stop()
