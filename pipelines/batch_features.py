@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -269,16 +270,18 @@ def distinct_ads_steps(events: DataFrame, windows: Sequence[Span] = BATCH_WINDOW
 
 
 def rate(numerator: Column, denominator: Column) -> Column:
-    """Raw rate; null when there is no denominator (unknown, not zero)."""
-    return F.when(denominator > 0, numerator / denominator)
+    """Raw rate, capped at 1; null when there is no denominator (unknown, not zero).
+
+    Events count at their own time, so a window can hold a click whose impression fell
+    just before it (or a conversion whose click did): the cap keeps rates in [0, 1].
+    """
+    return capped(F.when(denominator > 0, numerator / denominator))
 
 
 def smoothed_rate(numerator: Column, denominator: Column, prior: Column, strength: float) -> Column:
     """Posterior mean under a Beta prior of mean ``prior`` and weight ``strength``.
 
-    Falls back to the raw rate when the prior is unknown. Capped at 1: conversions and
-    clicks are counted at their own times, so a window can hold a conversion whose click
-    fell before it.
+    Falls back to the raw rate when the prior is unknown. Capped at 1, like :func:`rate`.
     """
     posterior = (numerator + prior * strength) / (denominator + strength)
     return capped(F.coalesce(posterior, rate(numerator, denominator)))
@@ -345,7 +348,7 @@ def user_features(events: DataFrame, first_end: date, last_end: date) -> DataFra
     for w in BATCH_WINDOWS:
         clicks, impressions = F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")
         columns[f"user_ctr_{w.label}"] = rate(clicks, impressions)
-        columns[f"user_cvr_{w.label}"] = capped(rate(F.col(f"conversions_{w.label}"), clicks))
+        columns[f"user_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
     return _stamped(rolled, spec, columns)
 
 
@@ -401,7 +404,7 @@ def spender_features(
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
         columns[f"{prefix}_ctr_{w.label}"] = rate(clicks, F.col(f"impressions_{w.label}"))
-        columns[f"{prefix}_cvr_{w.label}"] = capped(rate(F.col(f"conversions_{w.label}"), clicks))
+        columns[f"{prefix}_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
     return _stamped(rolled, spec, columns)
 
 
@@ -446,17 +449,24 @@ def profile(catalog: DataFrame, spec: ViewSpec, stamped_by: str) -> DataFrame:
     )
 
 
-def transform(events: Events, first_end: date, last_end: date) -> dict[str, DataFrame]:
-    """Every feature table of the range, keyed by view name."""
-    activity = attributed_events(events.impressions, events.clicks, events.conversions, events.ads)
-    priors = category_priors(activity, first_end, last_end)
-    users = user_features(activity, first_end, last_end)
+def transform(
+    events: Events, first_end: date, last_end: date
+) -> tuple[dict[str, DataFrame], list[DataFrame]]:
+    """Every feature table of the range, keyed by view name, and the intermediate frames
+    kept in memory for them (the caller unpersists them once the tables are written)."""
+    # Every table starts from the same attributed events and the user and prior tables
+    # are read twice: keep them rather than rejoin the raw events for each.
+    activity = attributed_events(
+        events.impressions, events.clicks, events.conversions, events.ads
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    priors = category_priors(activity, first_end, last_end).persist()
+    users = user_features(activity, first_end, last_end).persist(StorageLevel.MEMORY_AND_DISK)
     user_clicks = users.select(
         "user_id",
         F.unix_date(F.to_date("event_timestamp")).alias("end_day"),
         *(f"user_clicks_{w.label}" for w in BATCH_WINDOWS),
     )
-    return {
+    tables = {
         contract.USER_DAILY.name: users,
         contract.AD_DAILY.name: ad_features(
             activity, events.ads, events.first_seen, priors, first_end, last_end
@@ -473,6 +483,7 @@ def transform(events: Events, first_end: date, last_end: date) -> dict[str, Data
         contract.AD_PROFILE.name: profile(events.ads, contract.AD_PROFILE, "created_at"),
         contract.USER_PROFILE.name: profile(events.users, contract.USER_PROFILE, "updated_at"),
     }
+    return tables, [activity, priors, users]
 
 
 # ---------------------------------------------------------------- load
@@ -550,20 +561,19 @@ def run(
         first_end, last_end = first_end or default_first, last_end or default_last
     if first_end > last_end:
         raise ValueError(f"--start {first_end} is after --end {last_end}")
-    tables = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
+    tables, kept = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
     written = {}
-    for name, frame in tables.items():
-        spec = contract.VIEWS[name]
-        ranged = spec in contract.DAILY_VIEWS
-        written[name] = load(
-            spark,
-            frame,
-            contract.table_dir(data_root, name),
-            first_end,
-            last_end,
-            spec.join_keys,
-            ranged,
-        )
+    try:
+        for name, frame in tables.items():
+            spec = contract.VIEWS[name]
+            directory = contract.table_dir(data_root, name)
+            ranged = spec in contract.DAILY_VIEWS
+            written[name] = load(
+                spark, frame, directory, first_end, last_end, spec.join_keys, ranged
+            )
+    finally:
+        for frame in kept:
+            frame.unpersist()
     return written
 
 

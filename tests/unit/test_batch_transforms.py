@@ -200,7 +200,7 @@ def test_rates_are_null_without_a_denominator_and_smoothing_uses_the_prior(spark
             (None, None),  # nothing known: stays null, never 1 or 0
             (None, 0.1),  # a new entity starts at its category's rate
             (0.5, (5 + 1.0) / 20),
-            (1.5, 1.0),  # conversions counted at their own time can outrun clicks: capped
+            (1.0, 1.0),  # conversions counted at their own time can outrun clicks: capped
         ],
         "raw double, smoothed double",
     )
