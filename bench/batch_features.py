@@ -155,8 +155,8 @@ def run_spark(spark, data_root: Path, first_end: date, last_end: date) -> float:
 # ---------------------------------------------------------------- DuckDB reference
 
 MACROS = """
-CREATE OR REPLACE MACRO rate(n, d) AS CASE WHEN d > 0 THEN n / d END;
 CREATE OR REPLACE MACRO capped(v) AS CASE WHEN v > 1 THEN 1.0 ELSE v END;
+CREATE OR REPLACE MACRO rate(n, d) AS capped(CASE WHEN d > 0 THEN n / d END);
 CREATE OR REPLACE MACRO smoothed(n, d, prior, strength) AS
     capped(coalesce((n + prior * strength) / (d + strength), rate(n, d)));
 """
@@ -334,7 +334,7 @@ def user_daily_sql() -> str:
             f"user_clicks_{w}": f"clicks_{w}",
             f"user_conversions_{w}": f"conversions_{w}",
             f"user_ctr_{w}": f"rate(clicks_{w}, impressions_{w})",
-            f"user_cvr_{w}": f"capped(rate(conversions_{w}, clicks_{w}))",
+            f"user_cvr_{w}": f"rate(conversions_{w}, clicks_{w})",
             f"user_distinct_ads_{w}": f"distinct_ads_{w}",
         }
     return _view_select(contract.USER_DAILY, "user_rolled", columns)
@@ -372,7 +372,7 @@ def spender_daily_sql(spec: contract.ViewSpec, prefix: str) -> str:
             f"{prefix}_clicks_{w}": f"clicks_{w}",
             f"{prefix}_conversions_{w}": f"conversions_{w}",
             f"{prefix}_ctr_{w}": f"rate(clicks_{w}, impressions_{w})",
-            f"{prefix}_cvr_{w}": f"capped(rate(conversions_{w}, clicks_{w}))",
+            f"{prefix}_cvr_{w}": f"rate(conversions_{w}, clicks_{w})",
             f"{prefix}_spend_{w}": f"spend_{w}",
         }
     return _view_select(spec, f"{prefix}_rolled", columns)

@@ -209,28 +209,48 @@ def roll_windows(
     if steps is not None:
         step_columns = [c for c in steps.columns if c not in (*keys, "end_day")]
         frame = frame.join(steps, [*keys, "end_day"], "left").fillna(0, step_columns)
+    # Running totals along the dense grid, then each window as a difference of two
+    # totals `n` rows apart: O(1) per row, where a sliding frame re-adds its whole frame
+    # for every row.
     order = Window.partitionBy(*keys).orderBy("end_day")
+    running = order.rowsBetween(Window.unboundedPreceding, 0)
     activity = sum((F.col(m) for m in measures), F.lit(0))
-    sums = [
-        F.sum(m).over(order.rowsBetween(-(w.days - 1), 0)).alias(f"{m}_{w.label}")
-        for w in windows
-        for m in measures
-    ]
-    running = [
-        F.sum(c).over(order.rowsBetween(Window.unboundedPreceding, 0)).alias(c)
-        for c in step_columns
-    ]
+    totals = frame.select(
+        *keys,
+        "end_day",
+        *(F.sum(m).over(running).alias(f"_total_{m}") for m in measures),
+        F.sum(activity).over(running).alias("_total_activity"),
+        *(F.sum(c).over(running).alias(c) for c in step_columns),
+    )
+
+    def last(column: str, rows: int) -> Column:
+        return F.col(column) - F.coalesce(F.lag(column, rows).over(order), F.lit(0))
+
+    sums = [last(f"_total_{m}", w.days).alias(f"{m}_{w.label}") for w in windows for m in measures]
     # Rows with nothing in the longest window plus one day are dropped: that keeps one
     # all-zero row right after activity stops.
-    recent = F.sum(activity).over(order.rowsBetween(-longest, 0)).alias("_recent")
+    recent = last("_total_activity", longest + 1).alias("_recent")
     return (
-        frame.select(*keys, "end_day", *sums, *running, recent)
+        totals.select(*keys, "end_day", *sums, *step_columns, recent)
         .where(
             (F.col("_recent") > 0)
             & F.col("end_day").between(_day_index(first_end), _day_index(last_end))
         )
         .drop("_recent")
     )
+
+
+def entity_windows(
+    events: DataFrame,
+    keys: Sequence[str],
+    measures: Sequence[str],
+    first_end: date,
+    last_end: date,
+    steps: DataFrame | None = None,
+) -> DataFrame:
+    """Daily partials of ``measures`` per ``keys``, rolled over the batch windows."""
+    partials = daily_partials(events, keys, measures)
+    return roll_windows(partials, keys, measures, first_end, last_end, BATCH_WINDOWS, steps)
 
 
 def distinct_ads_steps(events: DataFrame, windows: Sequence[Span] = BATCH_WINDOWS) -> DataFrame:
@@ -292,6 +312,16 @@ def capped(value: Column) -> Column:
     return F.when(value > 1.0, F.lit(1.0)).otherwise(value)
 
 
+def smoothed_ctr(window: Span) -> Column:
+    """CTR over ``window`` smoothed towards the category's (needs the prior columns)."""
+    return smoothed_rate(
+        F.col(f"clicks_{window.label}"),
+        F.col(f"impressions_{window.label}"),
+        F.col(f"prior_ctr_{window.label}"),
+        contract.CTR_PRIOR_STRENGTH,
+    )
+
+
 def _stamped(frame: DataFrame, spec: ViewSpec, renames: dict[str, Column]) -> DataFrame:
     """Select the view's columns in contract order, stamped at the window end."""
     stamp = F.timestamp_seconds(F.col("end_day").cast("long") * 86_400)
@@ -313,9 +343,7 @@ def _names(spec: ViewSpec, prefix: str, frame: DataFrame) -> dict[str, Column]:
 
 def category_priors(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
     """Per category and window end: the category's CTR and CVR (the Beta prior means)."""
-    rolled = roll_windows(
-        daily_partials(events, ["category"], COUNTS), ["category"], COUNTS, first_end, last_end
-    )
+    rolled = entity_windows(events, ["category"], COUNTS, first_end, last_end)
     return rolled.select(
         "category",
         "end_day",
@@ -336,14 +364,8 @@ def category_priors(events: DataFrame, first_end: date, last_end: date) -> DataF
 
 def user_features(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
     spec = contract.USER_DAILY
-    rolled = roll_windows(
-        daily_partials(events, ["user_id"], COUNTS),
-        ["user_id"],
-        COUNTS,
-        first_end,
-        last_end,
-        steps=distinct_ads_steps(events),
-    )
+    steps = distinct_ads_steps(events)
+    rolled = entity_windows(events, ["user_id"], COUNTS, first_end, last_end, steps)
     columns = _names(spec, "user", rolled)
     for w in BATCH_WINDOWS:
         clicks, impressions = F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")
@@ -361,9 +383,7 @@ def ad_features(
     last_end: date,
 ) -> DataFrame:
     spec = contract.AD_DAILY
-    rolled = roll_windows(
-        daily_partials(events, ["ad_id"], COUNTS), ["ad_id"], COUNTS, first_end, last_end
-    )
+    rolled = entity_windows(events, ["ad_id"], COUNTS, first_end, last_end)
     first = first_seen.groupBy("ad_id").agg(F.min("event_timestamp").alias("first_impression_at"))
     frame = (
         rolled.join(F.broadcast(ads.select("ad_id", "category")), "ad_id", "left")
@@ -373,12 +393,7 @@ def ad_features(
     columns = _names(spec, "ad", frame)
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
-        columns[f"ad_ctr_{w.label}"] = smoothed_rate(
-            clicks,
-            F.col(f"impressions_{w.label}"),
-            F.col(f"prior_ctr_{w.label}"),
-            contract.CTR_PRIOR_STRENGTH,
-        )
+        columns[f"ad_ctr_{w.label}"] = smoothed_ctr(w)
         columns[f"ad_cvr_{w.label}"] = smoothed_rate(
             F.col(f"conversions_{w.label}"),
             clicks,
@@ -397,9 +412,7 @@ def spender_features(
     """Advertiser or campaign: counts, raw rates and spend."""
     key = spec.join_keys[0]
     measures = (*COUNTS, "spend")
-    rolled = roll_windows(
-        daily_partials(events, [key], measures), [key], measures, first_end, last_end
-    )
+    rolled = entity_windows(events, [key], measures, first_end, last_end)
     columns = _names(spec, prefix, rolled)
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
@@ -419,21 +432,14 @@ def user_category_features(
     spec = contract.USER_CATEGORY_DAILY
     keys = ["user_id", "category"]
     measures = ("impressions", "clicks")
-    rolled = roll_windows(
-        daily_partials(events, keys, measures), keys, measures, first_end, last_end
-    )
+    rolled = entity_windows(events, keys, measures, first_end, last_end)
     frame = rolled.join(priors, ["category", "end_day"], "left").join(
         user_rolled_clicks, ["user_id", "end_day"], "left"
     )
     columns = _names(spec, "user_category", frame)
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
-        columns[f"user_category_ctr_{w.label}"] = smoothed_rate(
-            clicks,
-            F.col(f"impressions_{w.label}"),
-            F.col(f"prior_ctr_{w.label}"),
-            contract.CTR_PRIOR_STRENGTH,
-        )
+        columns[f"user_category_ctr_{w.label}"] = smoothed_ctr(w)
         columns[f"user_category_click_share_{w.label}"] = rate(
             clicks, F.col(f"user_clicks_{w.label}")
         )
