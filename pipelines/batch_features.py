@@ -38,6 +38,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -459,7 +460,8 @@ def transform(
     events: Events, first_end: date, last_end: date
 ) -> tuple[dict[str, DataFrame], list[DataFrame]]:
     """Every feature table of the range, keyed by view name, and the intermediate frames
-    kept in memory for them (the caller unpersists them once the tables are written)."""
+    kept in memory for them, the attributed events first (the caller unpersists them
+    once the tables are written)."""
     # Every table starts from the same attributed events and the user and prior tables
     # are read twice: keep them rather than rejoin the raw events for each.
     activity = attributed_events(
@@ -492,6 +494,32 @@ def transform(
     return tables, [activity, priors, users]
 
 
+# The measures whose activity keeps an entity's rows in each daily view.
+ACTIVE_MEASURES = {
+    contract.USER_DAILY.name: COUNTS,
+    contract.AD_DAILY.name: COUNTS,
+    contract.ADVERTISER_DAILY.name: COUNTS,
+    contract.CAMPAIGN_DAILY.name: COUNTS,
+    contract.USER_CATEGORY_DAILY.name: ("impressions", "clicks"),
+}
+
+
+def ends_with_rows(
+    active_days: dict[int, dict[str, int]], measures: Sequence[str], first_end: date, last_end: date
+) -> set[str]:
+    """Window-end dates of the range on which a daily view has rows: those with some
+    activity in the longest window plus one day before them."""
+    reach = LONGEST_BATCH_WINDOW.days + 1
+    lo, hi = _day_index(first_end), _day_index(last_end)
+    ends = {
+        end
+        for day, totals in active_days.items()
+        if any(totals[m] for m in measures)
+        for end in range(max(day + 1, lo), min(day + reach, hi) + 1)
+    }
+    return {str(EPOCH + timedelta(days=end)) for end in ends}
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -499,34 +527,41 @@ def load(
     spark: SparkSession,
     frame: DataFrame,
     directory: Path,
-    first_end: date,
-    last_end: date,
     keys: Sequence[str],
-    ranged: bool = True,
+    dates: tuple[date, date] | None = None,
+    dates_with_rows: set[str] | None = None,
 ) -> int:
     """Write ``frame`` partitioned by the date of ``event_timestamp``; return its rows.
 
     Dynamic partition overwrite replaces the partitions the frame has rows for. For a
-    ranged (daily) table, partitions of the range that came out empty are removed too,
-    so a rerun leaves exactly what this run computed.
+    daily table (``dates`` = its range), partitions of the range without rows are
+    removed too, so a rerun leaves exactly what this run computed. Rows are counted
+    from the written files' footers rather than by caching the table.
     """
-    dated = frame.withColumn("date", F.date_format("event_timestamp", "yyyy-MM-dd")).cache()
-    rows = dated.count()
     (
-        dated.repartition("date")
+        frame.withColumn("date", F.date_format("event_timestamp", "yyyy-MM-dd"))
+        .repartition("date")
         .sortWithinPartitions(*keys)
         .write.mode("overwrite")
         .partitionBy("date")
         .parquet(str(directory))
     )
-    if ranged:
-        written = {r["date"] for r in dated.select("date").distinct().collect()}
-        expected = {
-            str(first_end + timedelta(days=i)) for i in range((last_end - first_end).days + 1)
-        }
-        _delete_partitions(spark, directory, sorted(expected - written))
-    dated.unpersist()
-    return rows
+    if dates is None:
+        return _rows(spark, directory)
+    first_end, last_end = dates
+    in_range = [str(first_end + timedelta(days=i)) for i in range((last_end - first_end).days + 1)]
+    _delete_partitions(spark, directory, sorted(set(in_range) - (dates_with_rows or set())))
+    if not dates_with_rows:
+        return 0
+    return _rows(spark, directory, F.col("date").between(F.lit(first_end), F.lit(last_end)))
+
+
+def _rows(spark: SparkSession, directory: Path, where: Column | None = None) -> int:
+    try:
+        written = spark.read.parquet(str(directory))
+    except AnalysisException:  # nothing was ever written there
+        return 0
+    return (written if where is None else written.where(where)).count()
 
 
 def _delete_partitions(spark: SparkSession, directory: Path, dates: Sequence[str]) -> None:
@@ -570,13 +605,23 @@ def run(
     tables, kept = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
     written = {}
     try:
+        activity = kept[0]  # the attributed events, kept in memory by transform
+        active_days = {
+            row["day"]: row.asDict()
+            for row in activity.groupBy(F.unix_date(F.to_date("event_timestamp")).alias("day"))
+            .agg(*(F.sum(m).alias(m) for m in COUNTS))
+            .collect()
+        }
         for name, frame in tables.items():
             spec = contract.VIEWS[name]
             directory = contract.table_dir(data_root, name)
-            ranged = spec in contract.DAILY_VIEWS
-            written[name] = load(
-                spark, frame, directory, first_end, last_end, spec.join_keys, ranged
-            )
+            if name in ACTIVE_MEASURES:
+                with_rows = ends_with_rows(active_days, ACTIVE_MEASURES[name], first_end, last_end)
+                written[name] = load(
+                    spark, frame, directory, spec.join_keys, (first_end, last_end), with_rows
+                )
+            else:
+                written[name] = load(spark, frame, directory, spec.join_keys)
     finally:
         for frame in kept:
             frame.unpersist()
