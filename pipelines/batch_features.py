@@ -47,6 +47,14 @@ from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
 from feature_repo.contract import Window as Span
 
 COUNTS = ("impressions", "clicks", "conversions")
+# The measures each daily view counts; activity in them keeps an entity's rows.
+ACTIVE_MEASURES = {
+    contract.USER_DAILY.name: COUNTS,
+    contract.AD_DAILY.name: COUNTS,
+    contract.ADVERTISER_DAILY.name: COUNTS,
+    contract.CAMPAIGN_DAILY.name: COUNTS,
+    contract.USER_CATEGORY_DAILY.name: ("impressions", "clicks"),
+}
 MICROS_PER_DAY = 86_400_000_000
 EPOCH = date(1970, 1, 1)
 
@@ -432,7 +440,7 @@ def user_category_features(
     """``user_rolled_clicks``: user_id, end_day and ``user_clicks_<window>`` of the user view."""
     spec = contract.USER_CATEGORY_DAILY
     keys = ["user_id", "category"]
-    measures = ("impressions", "clicks")
+    measures = ACTIVE_MEASURES[spec.name]
     rolled = entity_windows(events, keys, measures, first_end, last_end)
     frame = rolled.join(priors, ["category", "end_day"], "left").join(
         user_rolled_clicks, ["user_id", "end_day"], "left"
@@ -456,12 +464,15 @@ def profile(catalog: DataFrame, spec: ViewSpec, stamped_by: str) -> DataFrame:
     )
 
 
-def transform(
-    events: Events, first_end: date, last_end: date
-) -> tuple[dict[str, DataFrame], list[DataFrame]]:
-    """Every feature table of the range, keyed by view name, and the intermediate frames
-    kept in memory for them, the attributed events first (the caller unpersists them
-    once the tables are written)."""
+@dataclass(frozen=True)
+class FeatureTables:
+    tables: dict[str, DataFrame]  # by view name
+    activity: DataFrame  # the attributed events every daily table is built from
+    kept: list[DataFrame]  # held in memory for the tables; unpersist once they are written
+
+
+def transform(events: Events, first_end: date, last_end: date) -> FeatureTables:
+    """Every feature table of the range, keyed by view name."""
     # Every table starts from the same attributed events and the user and prior tables
     # are read twice: keep them rather than rejoin the raw events for each.
     activity = attributed_events(
@@ -491,17 +502,7 @@ def transform(
         contract.AD_PROFILE.name: profile(events.ads, contract.AD_PROFILE, "created_at"),
         contract.USER_PROFILE.name: profile(events.users, contract.USER_PROFILE, "updated_at"),
     }
-    return tables, [activity, priors, users]
-
-
-# The measures whose activity keeps an entity's rows in each daily view.
-ACTIVE_MEASURES = {
-    contract.USER_DAILY.name: COUNTS,
-    contract.AD_DAILY.name: COUNTS,
-    contract.ADVERTISER_DAILY.name: COUNTS,
-    contract.CAMPAIGN_DAILY.name: COUNTS,
-    contract.USER_CATEGORY_DAILY.name: ("impressions", "clicks"),
-}
+    return FeatureTables(tables, activity, [activity, priors, users])
 
 
 def ends_with_rows(
@@ -602,17 +603,18 @@ def run(
         first_end, last_end = first_end or default_first, last_end or default_last
     if first_end > last_end:
         raise ValueError(f"--start {first_end} is after --end {last_end}")
-    tables, kept = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
+    features = transform(extract(spark, events_root, first_end, last_end), first_end, last_end)
     written = {}
     try:
-        activity = kept[0]  # the attributed events, kept in memory by transform
         active_days = {
             row["day"]: row.asDict()
-            for row in activity.groupBy(F.unix_date(F.to_date("event_timestamp")).alias("day"))
+            for row in features.activity.groupBy(
+                F.unix_date(F.to_date("event_timestamp")).alias("day")
+            )
             .agg(*(F.sum(m).alias(m) for m in COUNTS))
             .collect()
         }
-        for name, frame in tables.items():
+        for name, frame in features.tables.items():
             spec = contract.VIEWS[name]
             directory = contract.table_dir(data_root, name)
             if name in ACTIVE_MEASURES:
@@ -623,7 +625,7 @@ def run(
             else:
                 written[name] = load(spark, frame, directory, spec.join_keys)
     finally:
-        for frame in kept:
+        for frame in features.kept:
             frame.unpersist()
     return written
 
