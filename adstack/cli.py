@@ -225,6 +225,10 @@ def apply(
 
     settings = get_settings()
     try:
+        if offline == "spark":
+            # The default profile's apply gives empty push logs their zero-row partition;
+            # the Spark store cannot infer a schema from an empty folder.
+            feast_cli(settings, "apply", profile="duckdb")
         result = feast_cli(settings, "apply", profile=offline)
     except (FeastCommandError, ValueError) as error:
         err.print(f"[red]error:[/red] {error}")

@@ -113,13 +113,15 @@ class ViewSpec:
         return [f.name for f in self.features]
 
 
-def feature_name(prefix: str, measure: str, window: Window | None = None) -> str:
+def feature_name(prefix: str, measure: str, window: Window | StreamWindow | None = None) -> str:
     """``user_clicks_7d``: entity prefix, measure, window label."""
     return f"{prefix}_{measure}" if window is None else f"{prefix}_{measure}_{window.label}"
 
 
 def windowed(
-    prefix: str, measures: tuple[tuple[str, str], ...], windows: tuple[Window, ...]
+    prefix: str,
+    measures: tuple[tuple[str, str], ...],
+    windows: tuple[Window, ...] | tuple[StreamWindow, ...],
 ) -> tuple[Feature, ...]:
     """Every measure over every window, window-major: ``x_1d, y_1d, x_7d, ...``."""
     return tuple(
@@ -206,15 +208,85 @@ USER_PROFILE = ViewSpec(
 
 DAILY_VIEWS = (USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY)
 PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE)
+# The views the Spark batch job writes, by name.
 VIEWS = {spec.name: spec for spec in (*DAILY_VIEWS, *PROFILE_VIEWS)}
 
-# Push sources reserved for the streaming worker: entity and the offline table its
-# pushes append to. The streaming views and their windows are declared with the worker.
-PUSH_SOURCES = {
-    "user_stream_push": USER,
-    "ad_stream_push": AD,
-    "campaign_stream_push": CAMPAIGN,
-}
+# Streaming windows (the stream worker, ``pipelines/stream_features.py``). Each window
+# is summed from tiles of its own resolution: a value at ``T`` counts the events in
+# ``[floor(T, tile) - length, T)``, so it spans between ``length`` and ``length + tile``
+# and changes only when an event arrives or a tile boundary passes. The 5-minute and
+# 1-hour windows use 1-minute tiles; 24 hours and "today" (since UTC midnight) use
+# 1-hour tiles. Events later than ALLOWED_LATENESS behind the newest event seen are
+# not counted; the worker reports them.
+
+
+@dataclass(frozen=True)
+class StreamWindow:
+    label: str
+    length: timedelta
+    tile: timedelta
+    # "today": from the UTC midnight at or before T, instead of a fixed length.
+    calendar_day: bool = False
+
+
+MINUTE_TILE = timedelta(minutes=1)
+HOUR_TILE = timedelta(hours=1)
+STREAM_WINDOWS = (
+    StreamWindow("5m", timedelta(minutes=5), MINUTE_TILE),
+    StreamWindow("1h", timedelta(hours=1), MINUTE_TILE),
+    StreamWindow("24h", timedelta(hours=24), HOUR_TILE),
+)
+TODAY = StreamWindow("today", timedelta(days=1), HOUR_TILE, calendar_day=True)
+ALLOWED_LATENESS = timedelta(minutes=5)
+# A streamed row holds until the entity's next push. The worker pushes whenever a value
+# changes, including when a tile leaves a window, so an entity with a non-zero value is
+# pushed again within 23 h 59 min (the last 1-hour-window change comes 61 minutes after
+# its last event, the 24-hour window's 25 hours after that event's hour). After its last
+# push (all zeros) the offline join may forget it. Whole days only: Feast's DuckDB
+# offline store fails on a TTL that mixes days and seconds (ibis interval inference).
+STREAM_TTL = timedelta(days=1)
+
+USER_STREAM = ViewSpec(
+    "user_stream",
+    (USER,),
+    windowed("user", (("impressions", INT64), ("clicks", INT64)), STREAM_WINDOWS),
+    STREAM_TTL,
+    "The user's impressions and clicks over the last 5 minutes, hour and day, pushed by "
+    "the stream worker.",
+)
+AD_STREAM = ViewSpec(
+    "ad_stream",
+    (AD,),
+    windowed("ad", (("impressions", INT64), ("clicks", INT64), ("ctr", FLOAT64)), STREAM_WINDOWS),
+    STREAM_TTL,
+    "The ad's impressions, clicks and raw CTR (null without impressions) over the last 5 "
+    "minutes, hour and day, pushed by the stream worker.",
+)
+CAMPAIGN_STREAM = ViewSpec(
+    "campaign_stream",
+    (CAMPAIGN,),
+    (
+        *windowed("campaign", (("impressions", INT64), ("clicks", INT64), *SPEND), (TODAY,)),
+        Feature(feature_name("campaign", "spend", STREAM_WINDOWS[1]), FLOAT64),
+    ),
+    STREAM_TTL,
+    "The campaign's delivery and spend since UTC midnight (the pacing input) and its "
+    "spend over the last hour, pushed by the stream worker.",
+)
+STREAM_VIEWS = (USER_STREAM, AD_STREAM, CAMPAIGN_STREAM)
+
+
+def push_source_name(view_name: str) -> str:
+    """The push source feeding a streamed view: ``<view>_push``."""
+    return f"{view_name}_push"
+
+
+# Every view of the repo: batch-job tables and streamed views.
+ALL_VIEWS = {**VIEWS, **{spec.name: spec for spec in STREAM_VIEWS}}
+
+# One push source per streaming view; what is pushed is also appended offline to the
+# source's log table, so point-in-time training sets see the values serving saw.
+PUSH_SOURCES = {push_source_name(spec.name): spec for spec in STREAM_VIEWS}
 
 FEATURES_DIR = "features"
 
@@ -234,3 +306,8 @@ def data_root(repo_dir: Path) -> Path:
 def table_dir(data_root: Path, view_name: str) -> Path:
     """``<data root>/features/<view>``, Parquet partitioned by ``date=YYYY-MM-DD``."""
     return data_root / FEATURES_DIR / view_name
+
+
+def push_log_name(push_source: str) -> str:
+    """The offline table a push source appends to: ``<data root>/features/<name>_log``."""
+    return f"{push_source}_log"

@@ -10,7 +10,7 @@ Spark offline store (``feature_store.spark.yaml``) needs Spark sources, selected
 import os
 from pathlib import Path
 
-from contract import PUSH_SOURCES, VIEWS, data_root, table_dir
+from contract import PUSH_SOURCES, VIEWS, data_root, push_log_name, table_dir
 from feast import FileSource, PushSource
 from feast.data_source import DataSource
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
@@ -41,12 +41,14 @@ def table_source(name: str, description: str) -> DataSource:
 
 BATCH_SOURCES = {name: table_source(name, spec.description) for name, spec in VIEWS.items()}
 
-# Reserved for the streaming worker: what it pushes is also appended offline here, so
-# point-in-time training sets see the same values serving saw.
+# The stream worker pushes here. With PushMode.ONLINE_AND_OFFLINE the rows are also
+# appended to the source's log table (one new Parquet file per push and date, see
+# adstack.feast_provider), so point-in-time training sets see the values serving saw.
 PUSH = {
     name: PushSource(
         name=name,
-        batch_source=table_source(f"{name}_log", f"Offline log of {name}."),
+        batch_source=table_source(push_log_name(name), f"Offline log of {name}."),
+        description=spec.description,
     )
-    for name in PUSH_SOURCES
+    for name, spec in PUSH_SOURCES.items()
 }

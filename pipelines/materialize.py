@@ -60,6 +60,7 @@ from feast.infra.online_stores.redis import (
     _versioned_fv_name,
 )
 from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import RepoConfig
 from feast.type_map import python_values_to_proto_values
 from feast.utils import _get_column_names, _utc_now, make_tzaware
 from feast.value_type import ValueType
@@ -251,11 +252,15 @@ class _ViewLayout:
 
     @classmethod
     def of(cls, store: FeatureStore, view: FeatureView) -> _ViewLayout:
-        name = _versioned_fv_name(view, store.config)
-        online = store.config.online_store
+        return cls.of_config(store.config, view)
+
+    @classmethod
+    def of_config(cls, config: RepoConfig, view: FeatureView) -> _ViewLayout:
+        name = _versioned_fv_name(view, config)
+        online = config.online_store
         return cls(
             name=name,
-            project=store.project.encode(),
+            project=config.project.encode(),
             join_keys={c.name: c.dtype.to_value_type() for c in view.entity_columns},
             timestamp_column=_source(view).timestamp_field,
             features=[
@@ -530,7 +535,11 @@ class _Writer:
 
     @classmethod
     def connect(cls, store: FeatureStore) -> _Writer:
-        online = store.config.online_store
+        return cls.connect_config(store.config)
+
+    @classmethod
+    def connect_config(cls, config: RepoConfig) -> _Writer:
+        online = config.online_store
         if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
             raise NotImplementedError("fast materialisation needs a single Redis online store")
         return cls(RedisOnlineStore()._get_client(online))
