@@ -347,17 +347,18 @@ class StreamAggregator:
         accepted = events.take(np.flatnonzero(~late))
         accepted = accepted.take(np.argsort(accepted.ts, kind="stable"))
         values = contributions(accepted)
-        step = Step({name: [] for name in self.states}, np.flatnonzero(late))  # type: ignore[arg-type]
+        step = Step({}, np.flatnonzero(late), watermark=self.watermark)
         if not len(accepted):
-            step.rows = {}
-            step.watermark = self.watermark
             return step
         # The first event starts the clock: nothing is known before it.
         previous = int(accepted.ts[0]) if self.watermark is None else self.watermark
         new_watermark = max(int(accepted.ts[-1]) + 1, previous)
         first_boundary = (previous // self.boundary + 1) * self.boundary
         boundaries = range(first_boundary, new_watermark + 1, self.boundary)
-        touched = {name: [] for name in self.states}
+        touched: dict[str, list[np.ndarray]] = {name: [] for name in self.states}
+        emitted: dict[str, list[tuple[np.ndarray, int, dict[str, np.ndarray]]]] = {
+            name: [] for name in self.states
+        }
         folded = 0
         for boundary in boundaries:
             upto = int(np.searchsorted(accepted.ts, boundary, side="left"))
@@ -366,21 +367,15 @@ class StreamAggregator:
             for name, state in self.states.items():
                 slots = state.expiring(boundary)
                 if len(slots):
-                    step.rows[name].append(self._rows(state, slots, boundary))
+                    emitted[name].append((slots, boundary, state.sums(slots, boundary)))
         self._fold(accepted, values, folded, len(accepted), step, touched)
+        step.rows = {}
         for name, state in self.states.items():
-            slots = (
-                np.unique(np.concatenate(touched[name])) if touched[name] else np.empty(0, np.int64)
-            )
-            if len(slots):
-                step.rows[name].append(self._rows(state, slots, new_watermark))
-        step.rows = {
-            name: pd.concat(parts, ignore_index=True)
-            .drop_duplicates([state.view.entity, "event_timestamp"], keep="last")
-            .reset_index(drop=True)
-            for (name, parts), state in zip(step.rows.items(), self.states.values(), strict=True)
-            if parts
-        }
+            if touched[name]:
+                slots = np.unique(np.concatenate(touched[name]))
+                emitted[name].append((slots, new_watermark, state.sums(slots, new_watermark)))
+            if emitted[name]:
+                step.rows[name] = self._rows(state, emitted[name])
         self.watermark = step.watermark = new_watermark
         return step
 
@@ -400,6 +395,13 @@ class StreamAggregator:
                 step.evicted.setdefault((name, tile), []).extend(evicted)
 
     @staticmethod
-    def _rows(state: ViewState, slots: np.ndarray, at: int) -> pd.DataFrame:
-        stamps = np.full(len(slots), at, dtype=np.int64)
-        return finish(state.view, state.index.entity_ids(slots), stamps, state.sums(slots, at))
+    def _rows(state: ViewState, emitted: list[tuple[np.ndarray, int, dict]]) -> pd.DataFrame:
+        """One frame for the batch, by time; an entity has at most one row per instant."""
+        slots = np.concatenate([slots for slots, _, _ in emitted])
+        stamps = np.concatenate([np.full(len(slots), at, np.int64) for slots, at, _ in emitted])
+        sums = {
+            label: np.concatenate([part[label] for _, _, part in emitted])
+            for label in emitted[0][2]
+        }
+        rows = finish(state.view, state.index.entity_ids(slots), stamps, sums)
+        return rows.drop_duplicates([state.view.entity, "event_timestamp"], keep="last")
