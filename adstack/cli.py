@@ -286,6 +286,72 @@ def materialize(
 
 
 @app.command()
+def replay(
+    start: Annotated[
+        str | None, typer.Option(help="First instant replayed (ISO 8601, UTC).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Replay events before this instant.")] = None,
+    speed: Annotated[
+        float, typer.Option(help="Event time per wall time (3600: an hour a second); 0: unpaced.")
+    ] = 3600.0,
+    maxlen: Annotated[int, typer.Option(help="Trim the stream to about this many entries.")] = (
+        5_000_000
+    ),
+) -> None:
+    """Replay the canonical events onto the event stream, in time order, at --speed."""
+    import redis
+
+    from pipelines.event_bus import STREAM_KEY, EventProducer
+    from pipelines.replay import replay as replay_events
+    from pipelines.replay import stream_events
+
+    settings = get_settings()
+    since = _instant(start, "--start") if start else None
+    until = _instant(end, "--end") if end else None
+    try:
+        events = stream_events(settings.data_root, since, until)
+        producer = EventProducer(redis.Redis.from_url(settings.effective_redis_url), maxlen=maxlen)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    with console.status(f"replaying {len(events):,} events at {speed:g}x onto {STREAM_KEY}"):
+        report = replay_events(producer, events, speed)
+    console.print(
+        f"replayed {report.events:,} events in {report.seconds:.1f} s "
+        f"({report.events_per_second:,.0f} events/s) onto {STREAM_KEY}"
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def stream(ctx: typer.Context) -> None:
+    """Run the stream worker (options: `adstack stream --help-worker`)."""
+    from pipelines import stream_features
+
+    args = list(ctx.args)
+    if "--help-worker" in args:
+        args = ["--help"]
+    raise typer.Exit(stream_features.main(args))
+
+
+@app.command("stream-status")
+def stream_status(
+    group: Annotated[str, typer.Option(help="Consumer group of the worker.")] = "stream-features",
+) -> None:
+    """Print the stream worker's last committed summary (counts, lag, latency, stages)."""
+    import json
+
+    import redis
+
+    from pipelines.stream_features import status
+
+    summary = status(redis.Redis.from_url(get_settings().effective_redis_url), group=group)
+    if summary is None:
+        err.print(f"no status for group {group}: has `adstack stream` run?")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(summary))
+
+
+@app.command()
 def demo() -> None:
     """Run the platform end to end at DEMO_SCALE, printing where everything went."""
     from adstack import demo as demo_job

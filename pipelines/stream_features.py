@@ -429,7 +429,7 @@ def default_group(views: tuple[str, ...]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from adstack.settings import get_settings
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="adstack stream", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--views", nargs="+", default=list(STREAM_VIEWS), choices=sorted(STREAM_VIEWS)
     )
