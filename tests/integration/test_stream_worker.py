@@ -20,6 +20,7 @@ import pytest
 import redis
 from feast import FeatureStore
 
+from adstack.settings import get_settings
 from feature_repo import contract
 from pipelines.event_bus import CLICK, IMPRESSION, STREAM_KEY, EventProducer, Events
 from pipelines.replay import replay, stream_events
@@ -55,10 +56,16 @@ def make_project(root: Path, config: SimulationConfig, redis_url: str) -> dict[s
 def project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     config = SimulationConfig(days=1, users=400, ads=60, impressions_per_day=12_000, seed=11)
     env = make_project(tmp_path, config, redis_url)
-    for name in ("ADSTACK_DATA", "REDIS_URL", "ADSTACK_FEATURE_REPO"):
-        monkeypatch.setenv(name, env[name])
+    use_env(monkeypatch, env)
     redis.Redis.from_url(redis_url).flushdb()
     yield tmp_path
+    get_settings.cache_clear()
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name in ("ADSTACK_DATA", "REDIS_URL", "ADSTACK_FEATURE_REPO"):
+        monkeypatch.setenv(name, env[name])
+    get_settings.cache_clear()
 
 
 def run_worker(client: redis.Redis, repo: Path, **options) -> StreamWorker:
@@ -195,10 +202,11 @@ def test_late_out_of_order_and_malformed_entries(project: Path, redis_url: str) 
 
 
 def test_killed_five_times_the_worker_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = SimulationConfig(days=1, users=4_000, ads=300, impressions_per_day=190_000, seed=12)
+    config = SimulationConfig(days=1, users=4_000, ads=300, impressions_per_day=192_000, seed=12)
     env = make_project(tmp_path, config, redis_url)
+    use_env(monkeypatch, env)
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     events = stream_events(tmp_path / "data")
