@@ -86,6 +86,7 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
             with console.status(f"ingesting and validating {source}"):
                 reports.append(ingest.ingest(source, path, settings.data_root, reports_dir))
         features = build_features(settings, config, console)
+        stream_last_day(settings, config, console)
     summary = Table("source", "rows in", "quarantined", "bad fraction", "passed", title="ingest")
     for report in reports:
         summary.add_row(
@@ -121,7 +122,10 @@ def build_features(
     console.print(f"Spark wrote {sum(written.values()):,} feature rows in {len(written)} tables")
     with console.status("feast apply"):
         feast_cli(settings, "apply")
-    console.print(f"feast apply: {len(written)} feature views registered")
+    from feast import FeatureStore
+
+    registered = FeatureStore(repo_path=str(settings.feature_repo)).list_feature_views()
+    console.print(f"feast apply: {len(registered)} feature views registered")
     now = datetime.now(UTC)
     with console.status("materialising into Redis"):
         loaded = materialize_incremental(settings.feature_repo, now)
@@ -130,3 +134,39 @@ def build_features(
     console.print(f"online store holds {client.dbsize():,} entity keys")
     client.close()
     return written
+
+
+def stream_last_day(settings: Settings, config: SimulationConfig, console: Console) -> dict:
+    """Replay the last simulated day onto the event stream and run the stream worker on it."""
+    from feast import FeatureStore
+
+    from pipelines.event_bus import STREAM_KEY, EventProducer
+    from pipelines.replay import replay, stream_events
+    from pipelines.stream_features import StreamWorker, WorkerConfig
+
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    # A fresh stream and worker state: an earlier demo's entries belong to other days.
+    stale = list(client.scan_iter(f"{STREAM_KEY}*"))
+    if stale:
+        client.delete(*stale)
+    last_day = config.start + timedelta(days=config.days - 1)
+    events = stream_events(settings.data_root, last_day, last_day + timedelta(days=1))
+    with console.status(
+        f"replaying {len(events):,} events of {last_day:%Y-%m-%d} onto {STREAM_KEY}"
+    ):
+        report = replay(EventProducer(client), events, speed=0)
+    console.print(f"replayed {report.events:,} events ({report.events_per_second:,.0f}/s)")
+    worker = StreamWorker(
+        client,
+        FeatureStore(repo_path=str(settings.feature_repo)),
+        WorkerConfig(repo_path=settings.feature_repo, exit_when_idle=1.5),
+    )
+    with console.status("stream worker: windowed aggregates pushed to Feast online and offline"):
+        summary = worker.run()
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items())
+    console.print(
+        f"stream worker counted {summary['events']:,} events ({summary['late']} late, "
+        f"{summary['invalid']} invalid) and pushed {summary['rows']:,} rows; {stages}"
+    )
+    client.close()
+    return summary

@@ -62,7 +62,7 @@ from adstack.feast_provider import append_partitioned
 from adstack.settings import get_settings
 from bench.harness import RESULTS, ROOT, TABLE, commit, machine
 from feature_repo import contract
-from pipelines.event_bus import Events, EventProducer
+from pipelines.event_bus import KINDS, EventProducer, Events
 from pipelines.stream_features import STAGES, StreamWorker, WorkerConfig
 
 FEAST = str(Path(sys.executable).with_name("feast"))
@@ -342,6 +342,9 @@ def throughput(args: argparse.Namespace, client: redis.Redis, url: str, scratch:
     population = Population.make(args.users, args.ads, args.campaigns)
     events = synthetic_events(population, paced_times(args.events, args.rate, now_us(), rng), rng)
     runs: dict[str, list[dict]] = {provider: [] for provider in PROVIDERS}
+    warm_up = events.take(np.arange(min(len(events), 20_000)))
+    for provider in PROVIDERS:  # lazy imports and first connections, not timed
+        throughput_repeat(provider, warm_up, scratch / f"warm-{provider}", client, url, args.idle)
     for repeat in range(args.repeats):
         for provider in PROVIDERS:
             figures = throughput_repeat(
@@ -356,7 +359,7 @@ def throughput(args: argparse.Namespace, client: redis.Redis, url: str, scratch:
     return {
         "events": args.events,
         "event_time_rate": args.rate,
-        "kinds": dict(zip(("impression", "click", "conversion"), map(int, np.bincount(events.kind, minlength=3)), strict=True)),
+        "kinds": dict(zip(KINDS, np.bincount(events.kind, minlength=3).tolist(), strict=True)),
         "runs": runs,
         "medians": {provider: throughput_medians(runs[provider]) for provider in PROVIDERS},
     }
@@ -371,3 +374,391 @@ def throughput_medians(runs: list[dict]) -> dict:
         "stage_seconds": {s: median(r["stage_seconds"][s] for r in runs) for s in STAGES},
         "stage_percent": {s: median(r["stage_percent"][s] for r in runs) for s in STAGES},
     }
+
+
+# ------------------------------------------------------------------ freshness
+
+
+@dataclass
+class LiveProducer:
+    """Sends ``events`` at ``rate`` events/s in chunks every ``period`` seconds, each
+    chunk stamped with the wall clock as it is sent (live events)."""
+
+    client: redis.Redis
+    events: Events
+    rate: float
+    period: float = 0.02
+    sent: int = 0
+    seconds: float = 0.0
+    behind_max: float = 0.0
+    finished_at: float | None = None
+
+    def run(self) -> None:
+        producer = EventProducer(self.client)
+        chunk = max(1, round(self.rate * self.period))
+        began = time.monotonic()
+        for k, first in enumerate(range(0, len(self.events), chunk)):
+            delay = began + k * self.period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.behind_max = max(self.behind_max, -delay)
+            part = self.events.take(np.arange(first, min(first + chunk, len(self.events))))
+            stamped = Events(**{**part.__dict__, "ts": np.full(len(part), now_us(), np.int64)})
+            producer.send(stamped)
+            self.sent += len(stamped)
+        self.seconds = time.monotonic() - began
+        self.finished_at = time.monotonic()
+
+
+def freshness(args: argparse.Namespace, client: redis.Redis, url: str, scratch: Path) -> dict:
+    """Live events at a constant rate while one worker keeps up; latency percentiles."""
+    client.flushdb()
+    project = make_project(scratch / "fresh", url)
+    store = project.store(url)
+    rng = np.random.default_rng(5)
+    population = Population.make(args.users, args.ads, args.campaigns)
+    total = int(args.fresh_rate * args.fresh_seconds)
+    events = synthetic_events(population, np.zeros(total, np.int64), rng)
+    config = WorkerConfig(repo_path=project.repo, batch_wait=0.1, lease_seconds=30)
+    worker = RecordingWorker(client, store, config)
+    # The worker keeps the last 20k latencies; keep every event's instead.
+    worker.metrics.recent_latency = deque()
+    producer = LiveProducer(redis.Redis.from_url(url), events, args.fresh_rate)
+    thread = threading.Thread(target=producer.run, name="live-producer", daemon=True)
+
+    def should_stop() -> bool:
+        done = producer.finished_at
+        return done is not None and time.monotonic() >= done + args.fresh_drain
+
+    thread.start()
+    summary = worker.run(should_stop)
+    thread.join()
+    latency = np.asarray(worker.metrics.recent_latency)
+    lags = np.asarray(worker.lags)
+    print(
+        f"freshness at {args.fresh_rate:,.0f}/s: p50 {np.percentile(latency, 50) * 1e3:.0f} ms, "
+        f"p99 {np.percentile(latency, 99) * 1e3:.0f} ms",
+        flush=True,
+    )
+    return {
+        "rate": args.fresh_rate,
+        "seconds": args.fresh_seconds,
+        "chunk_period_seconds": producer.period,
+        "batch_wait": config.batch_wait,
+        "events_sent": producer.sent,
+        "events_counted": int(summary["events"]),
+        "producer_seconds": producer.seconds,
+        "producer_rate_achieved": producer.sent / producer.seconds,
+        "producer_max_behind_schedule_seconds": producer.behind_max,
+        "micro_batches": len(lags),
+        "event_to_online_seconds": percentiles(latency),
+        "event_to_online_seconds_after_first_5s": percentiles(latency[int(5 * args.fresh_rate) :]),
+        "lag_seconds_per_batch": percentiles(lags),
+        "lag_seconds_last": worker.metrics.last_lag,
+        "stage_seconds": worker.stages_at_last_batch,
+    }
+
+
+def percentiles(values: np.ndarray) -> dict:
+    if not len(values):
+        return {}
+    pick = lambda q: float(np.percentile(values, q))  # noqa: E731
+    return {"n": len(values), "p50": pick(50), "p90": pick(90), "p99": pick(99), "max": pick(100)}
+
+
+# ------------------------------------------------------------------ offline append
+
+PUSH_SOURCE = contract.push_source_name(contract.USER_STREAM.name)
+APPEND_ROWS = 5_000
+HISTORY_FILE_ROWS = 5_000  # history written as the worker writes it: one file per push
+
+STOCK_YAML = """\
+project: stock_append
+provider: local
+registry: {root}/registry.db
+online_store:
+  type: sqlite
+  path: {root}/online.db
+offline_store:
+  type: duckdb
+entity_key_serialization_version: 3
+"""
+STOCK_REPO = """\
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field, FileSource, PushSource
+from feast.types import Int64
+
+user = Entity(name="user", join_keys=["user_id"])
+log = FileSource(name="{log_name}", path="{path}", timestamp_field="event_timestamp")
+push = PushSource(name="{push_name}", batch_source=log)
+user_stream = FeatureView(
+    name="{view_name}",
+    entities=[user],
+    ttl=timedelta(days=1),
+    schema=[Field(name=name, dtype=Int64) for name in {features!r}],
+    source=push,
+)
+"""
+
+
+def stock_append_repo(root: Path) -> tuple[Path, Path]:
+    """A one-view Feast repo, ``provider: local``, push log = one Parquet file."""
+    repo, log = root / "repo", root / "log" / "user_stream_push_log.parquet"
+    repo.mkdir(parents=True)
+    log.parent.mkdir()
+    pq.write_table(view_schema(contract.USER_STREAM).empty_table(), log)
+    (repo / "feature_store.yaml").write_text(STOCK_YAML.format(root=root))
+    (repo / "repo.py").write_text(
+        STOCK_REPO.format(
+            log_name=contract.push_log_name(PUSH_SOURCE),
+            path=log,
+            push_name=PUSH_SOURCE,
+            view_name=contract.USER_STREAM.name,
+            features=contract.USER_STREAM.feature_names,
+        )
+    )
+    result = subprocess.run([FEAST, "-c", str(repo), "apply"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"feast apply failed in {repo}:\n{result.stdout}\n{result.stderr}")
+    return repo, log
+
+
+def user_stream_rows(n: int, stamps_us: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    """``n`` user_stream rows: int64 counts, microsecond UTC stamps."""
+    columns: dict[str, object] = {"user_id": rng.integers(1, 2**62, n)}
+    for name in contract.USER_STREAM.feature_names:
+        columns[name] = rng.integers(0, 50, n)
+    columns["event_timestamp"] = pa.array(stamps_us, pa.timestamp("us", tz="UTC"))
+    return pa.table(columns, schema=view_schema(contract.USER_STREAM))
+
+
+class AppendTarget:
+    """One push log and the store that appends to it; ``top_up`` pre-fills history."""
+
+    def __init__(self, name: str, store, log: Path, partitioned: bool) -> None:
+        self.name, self.store, self.log, self.partitioned = name, store, log, partitioned
+        self.rows = 0
+
+    def top_up(self, history: pa.Table) -> None:
+        if self.partitioned:
+            for start in range(0, history.num_rows, HISTORY_FILE_ROWS):
+                append_partitioned(
+                    history.slice(start, HISTORY_FILE_ROWS), self.log, "event_timestamp"
+                )
+        else:
+            previous = pq.read_table(self.log).cast(history.schema)
+            pq.write_table(pa.concat_tables([previous, history]), self.log)
+        self.rows += history.num_rows
+
+    def files(self) -> int:
+        return len(list(self.log.rglob("*.parquet"))) if self.partitioned else 1
+
+    def append(self, frame: pd.DataFrame) -> float:
+        from feast.data_source import PushMode
+
+        began = time.perf_counter()
+        self.store.push(PUSH_SOURCE, frame, to=PushMode.OFFLINE)
+        seconds = time.perf_counter() - began
+        self.rows += len(frame)
+        return seconds
+
+
+def micro_batch(rng: np.random.Generator) -> pd.DataFrame:
+    stamps = np.full(APPEND_ROWS, now_us(), np.int64) - rng.integers(0, 500_000, APPEND_ROWS)
+    return user_stream_rows(APPEND_ROWS, stamps, rng).to_pandas()
+
+
+def offline_append(args: argparse.Namespace, client: redis.Redis, url: str, scratch: Path) -> dict:
+    """Median time of one 5k-row offline push with the log holding each history size."""
+    client.flushdb()
+    ours = make_project(scratch / "append-ours", url)
+    repo, log = stock_append_repo(scratch / "append-feast")
+    from feast import FeatureStore
+
+    targets = [
+        AppendTarget(
+            "ours",
+            ours.store(url),
+            contract.table_dir(ours.data, contract.push_log_name(PUSH_SOURCE)),
+            partitioned=True,
+        ),
+        AppendTarget("feast", FeatureStore(repo_path=str(repo)), log, partitioned=False),
+    ]
+    rng = np.random.default_rng(9)
+    for target in targets:  # first push pays for lazy imports and connections
+        target.append(micro_batch(rng))
+    figures: dict = {"rows_per_append": APPEND_ROWS, "appends": args.appends, "sizes": {}}
+    history_end = now_us() - 3_600 * MICROS
+    for size in args.append_sizes:
+        case = {}
+        for target in targets:
+            missing = size - target.rows
+            if missing > 0:
+                # Spread over the two days before: two or three date partitions.
+                stamps = np.sort(history_end - rng.integers(0, 2 * 86_400 * MICROS, missing))
+                target.top_up(user_stream_rows(missing, stamps, rng))
+            held, files = target.rows, target.files()
+            seconds = [target.append(micro_batch(rng)) for _ in range(args.appends)]
+            case[target.name] = {
+                "rows_before": held,
+                "files_before": files,
+                "seconds": seconds,
+                "ms_median": 1e3 * median(seconds),
+            }
+            print(
+                f"offline append {target.name} at {size:,} rows: "
+                f"{case[target.name]['ms_median']:.1f} ms",
+                flush=True,
+            )
+        figures["sizes"][str(size)] = case
+    smallest, largest = (str(s) for s in (args.append_sizes[0], args.append_sizes[-1]))
+    figures["growth"] = {
+        t.name: figures["sizes"][largest][t.name]["ms_median"]
+        / figures["sizes"][smallest][t.name]["ms_median"]
+        for t in targets
+    }
+    return figures
+
+
+# ------------------------------------------------------------------ report
+
+
+def throughput_row(figures: dict) -> tuple[str, str, str]:
+    ours, feast = figures["medians"]["ours"], figures["medians"]["feast"]
+    stages = ", ".join(f"{s.replace('_', ' ')} {ours['stage_percent'][s]:.0f}%" for s in STAGES)
+    feast_stages = ", ".join(
+        f"{s.replace('_', ' ')} {feast['stage_percent'][s]:.0f}%" for s in STAGES
+    )
+    repeats = len(figures["runs"]["ours"])
+    result = (
+        f"{ours['events_per_s'] / 1e3:.1f}k events/s through the worker (median of {repeats}, "
+        f"{figures['events'] // 1000}k events, goal 20k/s); time: {stages}; "
+        f"producer {ours['producer_events_per_s'] / 1e3:.0f}k events/s"
+    )
+    baseline = (
+        f"Feast `provider: local`: {feast['events_per_s'] / 1e3:.1f}k events/s; "
+        f"time: {feast_stages}"
+    )
+    ratio = f"{ours['events_per_s'] / feast['events_per_s']:.1f}x"
+    return result, baseline, ratio
+
+
+def freshness_row(figures: dict) -> tuple[str, str, str]:
+    latency, lag = figures["event_to_online_seconds"], figures["lag_seconds_per_batch"]
+    result = (
+        f"event-to-online p50 {latency['p50'] * 1e3:.0f} ms, p99 {latency['p99'] * 1e3:.0f} ms "
+        f"(max {latency['max'] * 1e3:.0f} ms) at {figures['rate'] / 1e3:.0f}k events/s for "
+        f"{figures['seconds']:.0f} s ({latency['n']:,} events, "
+        f"{figures['micro_batches']} micro-batches); lag p50 {lag['p50'] * 1e3:.0f} ms, "
+        f"p99 {lag['p99'] * 1e3:.0f} ms"
+    )
+    met = "met" if latency["p99"] < 1.0 else "missed"
+    return result, "goal: p99 < 1 s", f"p99 / goal = {latency['p99']:.2f} ({met})"
+
+
+def append_row(figures: dict) -> tuple[str, str, str]:
+    sizes = list(figures["sizes"])
+
+    def describe(name: str) -> str:
+        parts = [
+            f"{figures['sizes'][s][name]['ms_median']:.1f} ms at {int(s) // 1000:,}k rows"
+            for s in sizes
+        ]
+        return ", ".join(parts) + f" ({figures['growth'][name]:.1f}x from smallest to largest)"
+
+    result = (
+        f"ours (new file per push, partitioned log): {describe('ours')}; "
+        f"{figures['rows_per_append'] // 1000}k-row user_stream push, median of "
+        f"{figures['appends']}"
+    )
+    baseline = f"Feast DuckDB append to one Parquet file: {describe('feast')}"
+    largest = figures["sizes"][sizes[-1]]
+    ratio = (
+        f"at {int(sizes[-1]) // 1000:,}k rows: "
+        f"{largest['feast']['ms_median'] / largest['ours']['ms_median']:.0f}x faster"
+    )
+    return result, baseline, ratio
+
+
+ROWS = {
+    "stream_throughput": ("throughput", throughput_row),
+    "stream_freshness": ("freshness", freshness_row),
+    "stream_offline_append": ("offline_append", append_row),
+}
+
+
+def record(figures: dict, command: str) -> Path:
+    """bench/results/stream.json and one BENCHMARKS.md row per measurement taken."""
+    from bench.harness import HEADER
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    payload = {"name": "stream", "date": date, "commit": commit(), "machine": machine()}
+    path = RESULTS / "stream.json"
+    path.write_text(json.dumps({**payload, "command": command, **figures}, indent=2) + "\n")
+    lines = TABLE.read_text().splitlines() if TABLE.exists() else HEADER.splitlines()
+    for name, (key, row) in ROWS.items():
+        if key not in figures:
+            continue
+        result, baseline, ratio = row(figures[key])
+        lines = [line for line in lines if not line.startswith(f"| {name} |")]
+        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{command}` | {date} |")
+    TABLE.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "freshness", "append"])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=20_000, help="event-time events/s")
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--ads", type=int, default=2_000)
+    parser.add_argument("--campaigns", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=1.0, help="worker exit_when_idle, s")
+    parser.add_argument("--fresh-rate", type=float, default=5_000, help="events/s")
+    parser.add_argument("--fresh-seconds", type=float, default=30.0)
+    parser.add_argument("--fresh-drain", type=float, default=2.0, help="s after the producer")
+    parser.add_argument("--append-sizes", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--appends", type=int, default=5)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, url: str, scratch: Path) -> dict:
+    client = redis.Redis.from_url(url)
+    figures: dict = {"parameters": vars(args).copy()}
+    if "throughput" in args.parts:
+        figures["throughput"] = throughput(args, client, url, scratch)
+    if "freshness" in args.parts:
+        figures["freshness"] = freshness(args, client, url, scratch)
+    if "append" in args.parts:
+        figures["offline_append"] = offline_append(args, client, url, scratch)
+    client.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as scratch:
+        server_dir = Path(scratch) / "redis"
+        server = redis_server.start(server_dir, redis_server.free_port(), persist=False)
+        try:
+            figures = run(args, server.url, Path(scratch))
+        finally:
+            redis_server.stop(server_dir)
+    figures["total_seconds"] = time.perf_counter() - began
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    if not args.no_record:
+        print(f"wrote {record(figures, command)}")
+    print(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

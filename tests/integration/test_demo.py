@@ -33,7 +33,14 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     keys = re.search(r"online store holds ([\d,]+) entity keys", result.output)
     assert keys and int(keys.group(1).replace(",", "")) > 100, result.output
     assert (settings_env / "reports" / "ingest" / "simulator.json").exists()
-    assert "feast apply: 7 feature views registered" in result.output
+    assert "feast apply: 10 feature views registered" in result.output
     assert (repo / ".feast" / "registry.db").exists()
     for view in ("user_daily", "ad_daily", "ad_profile"):
         assert any((settings_env / "data" / "features" / view).glob("date=*/*.parquet"))
+    streamed = re.search(
+        r"stream worker counted ([\d,]+) events .* pushed ([\d,]+) rows", result.output
+    )
+    assert streamed, result.output
+    assert int(streamed.group(1).replace(",", "")) >= 2_000
+    pushed = settings_env / "data" / "features" / "user_stream_push_log"
+    assert len(list(pushed.glob("date=*/*.parquet"))) > 1
