@@ -248,3 +248,33 @@ def test_killed_five_times_the_worker_loses_nothing_and_counts_nothing_twice(
         expected = recompute(view, events, ids, np.full(len(ids), watermark))
         actual = online_frame(store, name, ids)
         assert_same(actual, expected, view.spec.feature_names)
+
+
+@pytest.mark.real_logs
+def test_talkingdata_replays_through_the_worker(
+    tmp_path: Path, redis_url: str, sample_logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.ingest import ingest
+
+    env = make_project(
+        tmp_path, SimulationConfig(days=1, users=10, ads=5, impressions_per_day=10), redis_url
+    )
+    shutil.rmtree(tmp_path / "data" / "events")
+    report = ingest(
+        "talkingdata", sample_logs / "talkingdata_sample", tmp_path / "data", tmp_path / "r"
+    )
+    assert report.rows_quarantined == 0
+    use_env(monkeypatch, env)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    events = stream_events(tmp_path / "data")
+    # Every TalkingData row is an impression and its click (the log holds clicks only).
+    assert np.bincount(events.kind, minlength=3)[:2].tolist() == [100_000, 100_000]
+    replay(EventProducer(client), events, speed=0)
+    worker = run_worker(client, tmp_path / "feature_repo")
+    assert worker.metrics.totals["events"] == len(events)
+    store = FeatureStore(repo_path=str(tmp_path / "feature_repo"))
+    view = STREAM_VIEWS["ad_stream"]
+    ids = np.unique(events.ad_id)
+    expected = recompute(view, events, ids, np.full(len(ids), worker.aggregator.watermark))
+    assert_same(online_frame(store, "ad_stream", ids), expected, view.spec.feature_names)
