@@ -60,7 +60,7 @@ import redis
 from adstack import redis_server
 from adstack.feast_provider import append_partitioned
 from adstack.settings import get_settings
-from bench.harness import RESULTS, ROOT, TABLE, commit, machine
+from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
 from feature_repo import contract
 from pipelines.event_bus import KINDS, EventProducer, Events
 from pipelines.stream_features import STAGES, StreamWorker, WorkerConfig
@@ -688,13 +688,29 @@ ROWS = {
 }
 
 
+def head_commit() -> str:
+    """The checked-out commit, read from ``.git`` (without running git)."""
+    git = ROOT / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:7]
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()[:7]
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0][:7]
+    except OSError:
+        pass
+    return "unknown"
+
+
 def record(figures: dict, command: str) -> Path:
     """bench/results/stream.json and one BENCHMARKS.md row per measurement taken."""
-    from bench.harness import HEADER
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
-    payload = {"name": "stream", "date": date, "commit": commit(), "machine": machine()}
+    payload = {"name": "stream", "date": date, "commit": head_commit(), "machine": machine()}
     path = RESULTS / "stream.json"
     path.write_text(json.dumps({**payload, "command": command, **figures}, indent=2) + "\n")
     lines = TABLE.read_text().splitlines() if TABLE.exists() else HEADER.splitlines()
