@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.materialize
+	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.batch_features
 
 clean:
