@@ -94,6 +94,10 @@ def _fast_online(config: RepoConfig, view: object) -> bool:
 
 
 class AdstackProvider(PassthroughProvider):
+    def __init__(self, config: RepoConfig) -> None:
+        super().__init__(config)
+        self._columns: dict[Path, list[tuple[str, str]]] = {}
+
     def ingest_df(self, feature_view, df: pd.DataFrame, field_mapping=None) -> None:
         source = getattr(feature_view, "batch_source", None)
         if (
@@ -145,12 +149,18 @@ class AdstackProvider(PassthroughProvider):
         directory = partitioned_directory(data_source)
         if directory is None:
             return super().get_table_column_names_and_types_from_data_source(config, data_source)
-        files = sorted(directory.glob("*/*.parquet"), key=lambda p: p.stat().st_mtime)
-        if not files:
-            raise FileNotFoundError(
-                f"{data_source.name} has no Parquet file under {directory}; run `feast apply`"
-            )
-        return [(field.name, str(field.type)) for field in pq.read_schema(files[-1])]
+        # Feast asks on every push: once per log, not a listing of its (growing) files.
+        columns = self._columns.get(directory)
+        if columns is None:
+            seed = directory / SCHEMA_FOLDER / "schema.parquet"
+            first = seed if seed.exists() else next(directory.glob("*/*.parquet"), None)
+            if first is None:
+                raise FileNotFoundError(
+                    f"{data_source.name} has no Parquet file under {directory}; run `feast apply`"
+                )
+            columns = [(field.name, str(field.type)) for field in pq.read_schema(first)]
+            self._columns[directory] = columns
+        return columns
 
 
 def seed_push_log(view: FeatureView) -> Path | None:
