@@ -206,13 +206,15 @@ class StreamWorker:
         holder = self.client.get(self.config.lease_key)
         return holder is not None and holder.decode() == self.config.consumer
 
+    def _watch_lease(self, pipe) -> None:
+        """WATCH the lease in ``pipe`` (so a takeover aborts EXEC) after checking it is ours."""
+        pipe.watch(self.config.lease_key)
+        if pipe.get(self.config.lease_key) != self.config.consumer.encode():
+            raise LeaseLost(f"worker {self.config.consumer} lost the lease of {self.config.group}")
+
     def _renew_lease(self) -> None:
         with self.client.pipeline() as pipe:
-            pipe.watch(self.config.lease_key)
-            if pipe.get(self.config.lease_key) != self.config.consumer.encode():
-                raise LeaseLost(
-                    f"worker {self.config.consumer} lost the lease of {self.config.group}"
-                )
+            self._watch_lease(pipe)
             pipe.multi()
             pipe.set(self.config.lease_key, self.config.consumer, px=self._lease_ms)
             pipe.execute()
@@ -272,13 +274,8 @@ class StreamWorker:
         self._count(step, decoded, len(entries))
 
     def _push(self, step: Step, decoded: Decoded) -> None:
-        began = time.perf_counter()
-        for view in self.views:
-            rows = step.rows.get(view.spec.name)
-            if rows is not None and len(rows):
-                self.store.push(view.push_source, rows, to=PushMode.ONLINE)
+        self._push_views(step, PushMode.ONLINE, "push_online")
         online_at = time.time()
-        self._time("push_online", began)
         if len(decoded.events):
             arrived = entry_millis(decoded.ids) / 1000
             latency = online_at - arrived
@@ -288,21 +285,22 @@ class StreamWorker:
             newest = int(decoded.events.ts.max()) / 1e6
             self.metrics.last_lag = online_at - newest
             self.metrics.lag.set(self.metrics.last_lag)
+        self._push_views(step, PushMode.OFFLINE, "push_offline")
+
+    def _push_views(self, step: Step, mode: PushMode, stage: str) -> None:
         began = time.perf_counter()
         for view in self.views:
             rows = step.rows.get(view.spec.name)
             if rows is not None and len(rows):
-                self.store.push(view.push_source, rows, to=PushMode.OFFLINE)
-        self._time("push_offline", began)
+                self.store.push(view.push_source, rows, to=mode)
+        self._time(stage, began)
 
     def _commit(self, step: Step, decoded: Decoded) -> None:
         """Tiles, watermark, reports and acknowledgement: all or nothing."""
         began = time.perf_counter()
         config = self.config
         with self.client.pipeline() as pipe:
-            pipe.watch(config.lease_key)
-            if pipe.get(config.lease_key) != config.consumer.encode():
-                raise LeaseLost(f"worker {config.consumer} lost the lease of {config.group}")
+            self._watch_lease(pipe)
             pipe.multi()
             for (view_name, tile), parts in step.cells.items():
                 ring = self.aggregator.states[view_name].rings[tile]

@@ -75,6 +75,14 @@ def run_worker(client: redis.Redis, repo: Path, **options) -> StreamWorker:
     return worker
 
 
+def replay_and_stream(data: Path, repo: Path, redis_url: str) -> tuple[Events, StreamWorker]:
+    """Replay every event of ``data`` as fast as possible, then run the worker until idle."""
+    client = redis.Redis.from_url(redis_url)
+    events = stream_events(data)
+    replay(EventProducer(client), events, speed=0)
+    return events, run_worker(client, repo)
+
+
 def online_frame(store: FeatureStore, name: str, ids: np.ndarray) -> pd.DataFrame:
     view = STREAM_VIEWS[name]
     return store.get_online_features(
@@ -99,10 +107,7 @@ def pushed_log(data: Path, name: str) -> pd.DataFrame:
 def test_pushed_rows_equal_the_recomputation_online_and_offline(
     project: Path, redis_url: str
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
-    events = stream_events(project / "data")
-    replay(EventProducer(client), events, speed=0)
-    worker = run_worker(client, project / "feature_repo")
+    events, worker = replay_and_stream(project / "data", project / "feature_repo", redis_url)
     assert worker.metrics.totals["events"] == len(events) > 10_000
     store = FeatureStore(repo_path=str(project / "feature_repo"))
     watermark = worker.aggregator.watermark
@@ -123,10 +128,7 @@ def test_pushed_rows_equal_the_recomputation_online_and_offline(
 def test_a_training_row_at_t_sees_only_values_pushed_at_or_before_t(
     project: Path, redis_url: str
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
-    events = stream_events(project / "data")
-    replay(EventProducer(client), events, speed=0)
-    run_worker(client, project / "feature_repo")
+    events, _ = replay_and_stream(project / "data", project / "feature_repo", redis_url)
     store = FeatureStore(repo_path=str(project / "feature_repo"))
     view = STREAM_VIEWS["user_stream"]
     rng = np.random.default_rng(3)
