@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Window:
@@ -311,3 +313,48 @@ def table_dir(data_root: Path, view_name: str) -> Path:
 def push_log_name(push_source: str) -> str:
     """The offline table a push source appends to: ``<data root>/features/<name>_log``."""
     return f"{push_source}_log"
+
+
+# Request-time features: known when the ad request arrives, from the request itself, not
+# from a feature view. Training derives them from the logged impression and serving from
+# the request, both through `request_features`, so the two cannot disagree. Position is
+# the slot the ad is shown in (1 = top): training learns its effect and serving scores
+# every candidate for the slot being filled.
+REQUEST_FEATURES = (
+    Feature("hour_of_day", INT64),
+    Feature("day_of_week", INT64),
+    Feature("position", INT64),
+    Feature("placement", STRING),
+    Feature("device", STRING),
+    Feature("country", STRING),
+)
+# Entity ids the models read directly (hashed into embedding buckets), besides the
+# feature service's features. The category joins the user-by-category view.
+MODEL_ENTITY_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id", "category")
+
+MICROS_PER_HOUR = 3_600_000_000
+MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+
+
+def request_features(
+    timestamp_micros: np.ndarray,
+    position: np.ndarray,
+    placement: np.ndarray,
+    device: np.ndarray,
+    country: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The request-time features of ``REQUEST_FEATURES``, column-wise.
+
+    ``timestamp_micros`` is the request instant in UTC microseconds (int64). Hour and day
+    of week are UTC; 1970-01-01 was a Thursday, so Monday is 0. Missing strings stay
+    ``None`` and are filled by the model's feature map.
+    """
+    micros = np.asarray(timestamp_micros, dtype=np.int64)
+    return {
+        "hour_of_day": (micros // MICROS_PER_HOUR) % 24,
+        "day_of_week": (micros // MICROS_PER_DAY + 3) % 7,
+        "position": np.asarray(position, dtype=np.int64),
+        "placement": np.asarray(placement, dtype=object),
+        "device": np.asarray(device, dtype=object),
+        "country": np.asarray(country, dtype=object),
+    }

@@ -1,0 +1,203 @@
+"""The fitted feature map: how raw feature values become model tensors.
+
+Fitted on the training split only and saved as JSON in the model manifest; training,
+evaluation and the scorer all call :meth:`FeatureMap.transform`, so the numbers a model
+sees in production are computed by the code it was trained with.
+
+- Entity ids and id-valued features are hashed into a fixed number of buckets
+  (splitmix64 of the id, bucket 0 reserved for missing and out-of-vocabulary). No
+  vocabulary of ids is stored, so a new user or ad needs no refit; after training the
+  rows of buckets no training id reached are set to the out-of-vocabulary row, so an
+  unseen id scores exactly like a missing one rather than like an arbitrary trained id.
+- Strings and small integer features (hour, day of week, position) use a vocabulary of
+  the values seen at least ``min_count`` times; everything else maps to index 0.
+- Dense features: ``log1p`` when the training values are non-negative and reach above
+  1 (counts, spend, ages), identity otherwise (rates); missing values are filled (0 for
+  counts, whose absence means nothing happened; the training mean for rates, whose
+  absence means no denominator), then standardised with the training mean and stdev.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HASH = "hash"
+VOCAB = "vocab"
+MISSING_INDEX = 0
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix64(values: np.ndarray, seed: int) -> np.ndarray:
+    """A stable 64-bit mix of int64 ids (the same on every platform and in any language)."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.int64).view(np.uint64) + np.uint64(seed) * _GOLDEN + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+@dataclass
+class SparseField:
+    name: str
+    kind: str  # HASH or VOCAB
+    buckets: int = 0  # HASH: embedding rows, bucket 0 included
+    seed: int = 0
+    vocabulary: list[str] = field(default_factory=list)  # VOCAB: index = position + 1
+
+    @property
+    def cardinality(self) -> int:
+        return self.buckets if self.kind == HASH else len(self.vocabulary) + 1
+
+    def indices(self, values: np.ndarray) -> tuple[np.ndarray, int]:
+        """Embedding row per value (int64) and how many values were missing."""
+        if self.kind == HASH:
+            numbers, present = _ids(values)
+            rows = (splitmix64(numbers, self.seed) % np.uint64(self.buckets - 1)).astype(np.int64)
+            return np.where(present, rows + 1, MISSING_INDEX), int((~present).sum())
+        as_text = _text(values)
+        codes = pd.Categorical(as_text, categories=self.vocabulary).codes.astype(np.int64) + 1
+        return codes, int(pd.isna(as_text).sum())
+
+
+@dataclass
+class DenseField:
+    name: str
+    transform: str  # "log1p" or "identity"
+    fill: float
+    mean: float
+    std: float
+
+    def values(self, raw: np.ndarray) -> tuple[np.ndarray, int]:
+        numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
+        missing = np.isnan(numbers)
+        numbers = np.where(missing, self.fill, numbers)
+        if self.transform == "log1p":
+            numbers = np.log1p(np.maximum(numbers, 0.0))
+        return ((numbers - self.mean) / self.std).astype(np.float32), int(missing.sum())
+
+
+@dataclass
+class Encoded:
+    sparse: np.ndarray  # (N, S) int64 embedding rows
+    dense: np.ndarray  # (N, D) float32
+    missing: dict[str, int]  # missing values per field, filled from the map
+
+
+@dataclass
+class FeatureMap:
+    sparse: list[SparseField]
+    dense: list[DenseField]
+
+    @property
+    def sparse_names(self) -> list[str]:
+        return [f.name for f in self.sparse]
+
+    @property
+    def dense_names(self) -> list[str]:
+        return [f.name for f in self.dense]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [f.cardinality for f in self.sparse]
+
+    @classmethod
+    def fit(
+        cls,
+        frame: pd.DataFrame,
+        hashed: list[str],
+        categorical: list[str],
+        dense: list[str],
+        count_like: set[str],
+        min_count: int = 5,
+        max_vocabulary: int = 10_000,
+        buckets_per_id: int = 4,
+        max_buckets: int = 1 << 20,
+    ) -> FeatureMap:
+        """Fit on training rows. ``count_like`` dense features are filled with 0."""
+        sparse = []
+        for index, name in enumerate(hashed):
+            distinct = int(pd.Series(frame[name]).nunique(dropna=True))
+            buckets = 1 << max(10, int(np.ceil(np.log2(max(distinct, 1) * buckets_per_id))))
+            sparse.append(SparseField(name, HASH, buckets=min(buckets, max_buckets), seed=index))
+        for name in categorical:
+            counts = pd.Series(_text(frame[name].to_numpy())).value_counts()
+            kept = counts[counts >= min_count].index[:max_vocabulary]
+            sparse.append(SparseField(name, VOCAB, vocabulary=sorted(str(v) for v in kept)))
+        dense_fields = []
+        for name in dense:
+            raw = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+            known = raw[~np.isnan(raw)]
+            log = bool(known.size and known.min() >= 0 and np.quantile(known, 0.99) > 1.0)
+            fill = 0.0 if name in count_like or not known.size else float(known.mean())
+            values = np.where(np.isnan(raw), fill, raw)
+            values = np.log1p(np.maximum(values, 0.0)) if log else values
+            std = float(values.std())
+            dense_fields.append(
+                DenseField(
+                    name,
+                    "log1p" if log else "identity",
+                    fill,
+                    float(values.mean()),
+                    std if std > 1e-9 else 1.0,
+                )
+            )
+        return cls(sparse, dense_fields)
+
+    def transform(self, columns: Mapping[str, Any]) -> Encoded:
+        """Encode columns (a DataFrame or a dict of arrays) into model inputs."""
+        missing: dict[str, int] = {}
+        sparse_columns = []
+        for f in self.sparse:
+            rows, missing[f.name] = f.indices(np.asarray(columns[f.name]))
+            sparse_columns.append(rows)
+        dense_columns = []
+        for d in self.dense:
+            values, missing[d.name] = d.values(np.asarray(columns[d.name]))
+            dense_columns.append(values)
+        n = len(sparse_columns[0]) if sparse_columns else len(dense_columns[0])
+        sparse = np.stack(sparse_columns, axis=1) if sparse_columns else np.zeros((n, 0), np.int64)
+        dense = np.stack(dense_columns, axis=1) if dense_columns else np.zeros((n, 0), np.float32)
+        return Encoded(np.ascontiguousarray(sparse), np.ascontiguousarray(dense), missing)
+
+    def to_dict(self) -> dict:
+        return {
+            "sparse": [asdict(f) for f in self.sparse],
+            "dense": [asdict(f) for f in self.dense],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureMap:
+        return cls(
+            [SparseField(**f) for f in data["sparse"]], [DenseField(**f) for f in data["dense"]]
+        )
+
+
+def _ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ids and a presence mask from int, nullable-int or object arrays."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64), np.ones(len(values), dtype=bool)
+    series = pd.Series(values)
+    present = series.notna().to_numpy()
+    if values.dtype.kind == "f":
+        # 53-bit floats cannot hold 63-bit ids exactly: refuse instead of hashing garbage.
+        if np.any(np.abs(values[present]) > 2**53):
+            raise ValueError("id values arrived as floats beyond 2**53; pass them as int64")
+    numbers = np.zeros(len(values), dtype=np.int64)
+    numbers[present] = series[present].astype(np.int64).to_numpy()
+    return numbers, present
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Values as strings (ints without a decimal point); missing stays None."""
+    series = pd.Series(values)
+    if series.dtype.kind == "f":
+        series = series.astype("Int64")
+    text = series.astype("string").to_numpy(dtype=object, na_value=None)
+    return text

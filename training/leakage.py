@@ -1,0 +1,401 @@
+"""The leakage audit: every joined feature recomputed from the raw events.
+
+For sampled training rows, each batch feature is recomputed here with numpy straight
+from the canonical events, sharing no code with the Spark job or Feast, and must equal
+what ``get_historical_features`` returned. The recomputation follows the contract's
+time semantics and the views' refresh cadence:
+
+- a daily row for window end ``E`` (UTC midnight) counts attributed events with
+  ``E - window <= t < E``; the row the join should pick is the newest ``E`` at or before
+  the row's instant, within the view's TTL, among the window ends the batch job wrote,
+  for which the entity had activity in the 31 days before ``E`` (the job keeps no rows
+  after that); no such ``E`` means every feature of the view is missing;
+- clicks count within ``CLICK_WINDOW`` of their impression and conversions within
+  ``ATTRIBUTION_WINDOW`` of their click, at their own time; spend is billed at the click
+  (CPC) or the conversion (CPA);
+- profiles hold the newest catalog row stamped at or before the instant.
+
+A feature that saw the row's own outcome, or any event at or after the row's instant,
+differs from this recomputation. :func:`leaky_features` builds the counterfactual: the
+same features over the whole log, the row's own outcome included, to measure how much
+such a leak would flatter offline AUC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from feature_repo import contract
+from pipelines import events
+from training.labels import micros_of
+
+DAY = events.MICROS_PER_DAY
+ACTIVITY_DAYS = contract.LONGEST_BATCH_WINDOW.days + 1
+COUNT_MEASURES = ("impressions", "clicks", "conversions")
+
+
+def _span(window: timedelta) -> int:
+    return window // timedelta(microseconds=1)
+
+
+def attributed_events(data_root: Path) -> pd.DataFrame:
+    """One row per impression, attributed click and attributed conversion, at its own
+    time: ts, user_id, ad_id, campaign_id, advertiser_id, category, the three counts,
+    spend."""
+
+    def read(table: events.Table, columns: list[str]) -> pd.DataFrame:
+        return events.read_table(table, events.events_root(data_root), columns).to_pandas()
+
+    ads = read(events.ADS, ["ad_id", "campaign_id", "advertiser_id", "category", "bid_type"])
+    ads = ads.drop_duplicates("ad_id", keep="last")
+    shown = read(
+        events.IMPRESSIONS, ["impression_id", "event_timestamp", "user_id", "ad_id", "price_paid"]
+    ).merge(ads, on="ad_id")
+    shown["shown_at"] = micros_of(shown.pop("event_timestamp"))
+    shown["price"] = shown.pop("price_paid").fillna(0.0)
+    clicks = read(events.CLICKS, ["impression_id", "event_timestamp"])
+    clicks["ts"] = micros_of(clicks.pop("event_timestamp"))
+    clicked = clicks.merge(shown, on="impression_id")
+    gap = clicked["ts"] - clicked["shown_at"]
+    clicked = clicked[(gap >= 0) & (gap <= _span(contract.CLICK_WINDOW))]
+    conversions = read(events.CONVERSIONS, ["impression_id", "event_timestamp"])
+    conversions["ts"] = micros_of(conversions.pop("event_timestamp"))
+    converted = conversions.merge(
+        clicked[["impression_id", "ts"]].rename(columns={"ts": "clicked_at"}), on="impression_id"
+    ).merge(shown, on="impression_id")
+    gap = converted["ts"] - converted["clicked_at"]
+    converted = converted[(gap >= 0) & (gap <= _span(contract.ATTRIBUTION_WINDOW))]
+    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category"]
+    parts = []
+    for frame, at, kind, billed in (
+        (shown, "shown_at", "impressions", None),
+        (clicked, "ts", "clicks", "CPC"),
+        (converted, "ts", "conversions", "CPA"),
+    ):
+        part = frame[keys].copy()
+        part["ts"] = frame[at].to_numpy()
+        for measure in COUNT_MEASURES:
+            part[measure] = np.int64(measure == kind)
+        part["spend"] = np.where(frame["bid_type"] == billed, frame["price"], 0.0)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+class WindowSums:
+    """Sums of measures per entity over ``[lo, hi)``, answered for many queries at once.
+
+    Events are sorted by (entity code, time); a query is two binary searches into the
+    packed key and a difference of cumulative sums.
+    """
+
+    def __init__(self, frame: pd.DataFrame, keys: list[str], measures: list[str]) -> None:
+        self.keys = keys
+        self.codes = frame[keys].drop_duplicates().reset_index(drop=True)
+        self.codes["_code"] = np.arange(len(self.codes), dtype=np.int64)
+        code = frame[keys].merge(self.codes, on=keys, how="left")["_code"].to_numpy()
+        ts = frame["ts"].to_numpy(dtype=np.int64)
+        # Times are replaced by their rank among the distinct event times, so the
+        # composite (code, time rank) fits in 63 bits for any realistic log.
+        self.times = np.unique(ts)
+        self.shift = int(len(self.times) + 1).bit_length()
+        if int(len(self.codes)).bit_length() + self.shift > 62:
+            raise ValueError("too many entities and event times for the audit's packed keys")
+        composite = (code << self.shift) + np.searchsorted(self.times, ts)
+        order = np.argsort(composite, kind="stable")
+        self.composite = composite[order]
+        self.sums = {
+            m: np.r_[0.0, np.cumsum(frame[m].to_numpy(dtype=np.float64)[order])] for m in measures
+        }
+        self.order = order
+
+    def query_codes(self, queries: pd.DataFrame) -> np.ndarray:
+        """Entity code per query row; -1 for entities without events."""
+        merged = queries[self.keys].merge(self.codes, on=self.keys, how="left")["_code"]
+        return merged.fillna(-1).to_numpy(dtype=np.int64)
+
+    def bounds(self, codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Index range of each entity's events with ``lo <= t < hi``."""
+        base = codes << self.shift
+        start = np.searchsorted(self.composite, base + np.searchsorted(self.times, lo), "left")
+        end = np.searchsorted(self.composite, base + np.searchsorted(self.times, hi), "left")
+        end = np.maximum(start, end)
+        missing = codes < 0
+        start[missing], end[missing] = 0, 0
+        return start, end
+
+    def sum(self, measure: str, codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        start, end = self.bounds(codes, lo, hi)
+        totals = self.sums[measure]
+        return totals[end] - totals[start]
+
+
+def _rate(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, np.minimum(numerator / denominator, 1.0), np.nan)
+
+
+def _smoothed(num: np.ndarray, den: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
+    posterior = np.minimum((num + prior * strength) / (den + strength), 1.0)
+    return np.where(np.isnan(prior), _rate(num, den), posterior)
+
+
+@dataclass
+class ViewAudit:
+    view: str
+    features: int
+    compared: int
+    mismatches: int
+    examples: list[dict]
+
+
+class Recomputer:
+    """Recomputes every batch view's features for query rows (keys and ``ts`` µs)."""
+
+    def __init__(self, data_root: Path, window_ends: dict[str, set[int]]) -> None:
+        self.data_root = data_root
+        self.events = attributed_events(data_root)
+        self.window_ends = window_ends  # view -> window-end days the batch job wrote
+        measures = [*COUNT_MEASURES, "spend"]
+        self.sums = {
+            name: WindowSums(self.events, keys, measures)
+            for name, keys in (
+                ("user", ["user_id"]),
+                ("ad", ["ad_id"]),
+                ("advertiser", ["advertiser_id"]),
+                ("campaign", ["campaign_id"]),
+                ("category", ["category"]),
+                ("user_category", ["user_id", "category"]),
+            )
+        }
+        shown = self.events[self.events["impressions"] > 0]
+        self.user_ads = WindowSums(shown.assign(one=1.0), ["user_id"], ["one"])
+        self.user_ad_ids = shown["ad_id"].to_numpy()[self.user_ads.order]
+        self.first_impression = shown.groupby("ad_id")["ts"].min()
+
+    def _window_end(
+        self,
+        view: str,
+        sums: WindowSums,
+        codes: np.ndarray,
+        ts: np.ndarray,
+        measures: tuple[str, ...],
+        ttl: timedelta,
+        activity_days: int,
+    ) -> np.ndarray:
+        """The window end (µs) of the row the join should pick, or -1."""
+        chosen = np.full(len(ts), -1, dtype=np.int64)
+        ends = self.window_ends.get(view, set())
+        floor = ts // DAY * DAY
+        for back in range(ttl // timedelta(days=1) + 1):
+            candidate = floor - back * DAY
+            ok = (chosen < 0) & (candidate >= ts - _span(ttl))
+            ok &= np.isin(candidate // DAY, list(ends))
+            active = sum(
+                sums.sum(m, codes, candidate - activity_days * DAY, candidate) for m in measures
+            )
+            chosen = np.where(ok & (active > 0), candidate, chosen)
+        return chosen
+
+    def daily(
+        self,
+        spec: contract.ViewSpec,
+        rows: pd.DataFrame,
+        windows: tuple[contract.Window, ...] = contract.BATCH_WINDOWS,
+        activity_days: int = ACTIVITY_DAYS,
+    ) -> pd.DataFrame:
+        prefix = {
+            "user_daily": "user",
+            "ad_daily": "ad",
+            "advertiser_daily": "advertiser",
+            "campaign_daily": "campaign",
+            "user_category_daily": "user_category",
+        }[spec.name]
+        sums = self.sums[prefix]
+        codes = sums.query_codes(rows)
+        ts = rows["ts"].to_numpy(dtype=np.int64)
+        measures = (
+            ("impressions", "clicks")
+            if prefix == "user_category"
+            else (*COUNT_MEASURES, *(("spend",) if prefix in ("advertiser", "campaign") else ()))
+        )
+        end = self._window_end(spec.name, sums, codes, ts, measures, spec.ttl, activity_days)
+        out: dict[str, np.ndarray] = {}
+        category = self.sums["category"]
+        cat_codes = category.query_codes(rows) if "category" in rows else None
+        for w in windows:
+            lo = end - w.days * DAY
+            got = {m: sums.sum(m, codes, lo, end) for m in (*COUNT_MEASURES, "spend")}
+            for m in COUNT_MEASURES:
+                out[f"{prefix}_{m}_{w.label}"] = got[m]
+            out[f"{prefix}_spend_{w.label}"] = got["spend"]
+            if prefix in ("ad", "user_category"):
+                active = sum(
+                    category.sum(m, cat_codes, end - activity_days * DAY, end)
+                    for m in COUNT_MEASURES
+                )
+                cat = {m: category.sum(m, cat_codes, lo, end) for m in COUNT_MEASURES}
+                prior_ctr = np.where(active > 0, _rate(cat["clicks"], cat["impressions"]), np.nan)
+                prior_cvr = np.where(active > 0, _rate(cat["conversions"], cat["clicks"]), np.nan)
+                out[f"{prefix}_ctr_{w.label}"] = _smoothed(
+                    got["clicks"], got["impressions"], prior_ctr, contract.CTR_PRIOR_STRENGTH
+                )
+                out[f"{prefix}_cvr_{w.label}"] = _smoothed(
+                    got["conversions"], got["clicks"], prior_cvr, contract.CVR_PRIOR_STRENGTH
+                )
+            else:
+                out[f"{prefix}_ctr_{w.label}"] = _rate(got["clicks"], got["impressions"])
+                out[f"{prefix}_cvr_{w.label}"] = _rate(got["conversions"], got["clicks"])
+            if prefix == "user":
+                out[f"user_distinct_ads_{w.label}"] = self._distinct_ads(rows, lo, end)
+            if prefix == "user_category":
+                user = self.sums["user"]
+                user_clicks = user.sum("clicks", user.query_codes(rows), lo, end)
+                out[f"user_category_click_share_{w.label}"] = _rate(got["clicks"], user_clicks)
+        if prefix == "ad":
+            first = rows["ad_id"].map(self.first_impression).to_numpy(dtype=np.float64)
+            age = (end - first) / DAY
+            out[contract.AD_AGE.name] = np.where(age > 0, age, np.nan)
+        frame = pd.DataFrame({name: out[name] for name in spec.feature_names}, index=rows.index)
+        frame.loc[end < 0] = np.nan
+        return frame
+
+    def _distinct_ads(self, rows: pd.DataFrame, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        codes = self.user_ads.query_codes(rows)
+        start, end = self.user_ads.bounds(codes, lo, hi)
+        return np.array(
+            [len(np.unique(self.user_ad_ids[a:b])) for a, b in zip(start, end, strict=True)],
+            dtype=np.float64,
+        )
+
+    def profile(self, spec: contract.ViewSpec, rows: pd.DataFrame) -> pd.DataFrame:
+        table = events.ADS if spec is contract.AD_PROFILE else events.USERS
+        catalog = events.read_table(table, events.events_root(self.data_root)).to_pandas()
+        catalog["_at"] = micros_of(catalog[table.time_column])
+        key = spec.join_keys[0]
+        catalog = catalog.sort_values("_at", kind="stable")
+        query = rows[[key, "ts"]].reset_index().sort_values("ts", kind="stable")
+        joined = (
+            pd.merge_asof(
+                query, catalog, left_on="ts", right_on="_at", by=key, direction="backward"
+            )
+            .set_index("index")
+            .reindex(rows.index)
+        )
+        return pd.DataFrame({f.name: joined[f.source] for f in spec.features}, index=rows.index)
+
+
+def batch_window_ends(data_root: Path) -> dict[str, set[int]]:
+    """Window-end days (days since 1970-01-01) of every daily view's partitions."""
+    ends = {}
+    for spec in contract.DAILY_VIEWS:
+        directory = contract.table_dir(data_root, spec.name)
+        days = {
+            (pd.Timestamp(p.name.removeprefix("date=")) - pd.Timestamp("1970-01-01")).days
+            for p in directory.glob("date=*")
+        }
+        ends[spec.name] = days
+    return ends
+
+
+def _equal(expected: pd.Series, got: pd.Series) -> np.ndarray:
+    a = pd.to_numeric(expected, errors="coerce") if expected.dtype != object else expected
+    b = pd.to_numeric(got, errors="coerce") if got.dtype != object else got
+    both_missing = a.isna().to_numpy() & b.isna().to_numpy()
+    if a.dtype == object or b.dtype == object:
+        same = (a.astype("string") == b.astype("string")).fillna(False).to_numpy()
+    else:
+        x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            same = np.isclose(x, y, rtol=1e-9, atol=1e-12)
+    return both_missing | same
+
+
+@dataclass
+class AuditReport:
+    rows: int
+    features: int
+    compared: int
+    mismatches: int
+    views: list[ViewAudit]
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatches == 0 and self.rows > 0
+
+    def as_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "features": self.features,
+            "compared": self.compared,
+            "mismatches": self.mismatches,
+            "passed": self.passed,
+            "views": [v.__dict__ for v in self.views],
+        }
+
+
+def audit(
+    data_root: Path, frame: pd.DataFrame, views: list[str], sample: int = 1000, seed: int = 0
+) -> AuditReport:
+    """Compare ``sample`` rows of a training set with the recomputation, view by view."""
+    rows = (
+        frame.sample(min(sample, len(frame)), random_state=seed) if len(frame) > sample else frame
+    )
+    rows = rows.assign(ts=micros_of(rows["event_timestamp"]))
+    recompute = Recomputer(data_root, batch_window_ends(data_root))
+    reports, compared, mismatches, total_features = [], 0, 0, 0
+    for name in views:
+        spec = contract.ALL_VIEWS[name]
+        if spec in contract.DAILY_VIEWS:
+            expected = recompute.daily(spec, rows)
+        elif spec in contract.PROFILE_VIEWS:
+            expected = recompute.profile(spec, rows)
+        else:
+            raise ValueError(f"the audit does not cover streamed view {name!r}")
+        bad, examples = 0, []
+        for feature in spec.feature_names:
+            equal = _equal(expected[feature], rows[feature])
+            bad += int((~equal).sum())
+            for index in np.flatnonzero(~equal)[:2]:
+                if len(examples) < 10:
+                    examples.append(
+                        {
+                            "feature": feature,
+                            "impression_id": int(rows["impression_id"].iloc[index]),
+                            "joined": str(rows[feature].iloc[index]),
+                            "recomputed": str(expected[feature].iloc[index]),
+                        }
+                    )
+        total_features += len(spec.feature_names)
+        compared += len(rows) * len(spec.feature_names)
+        mismatches += bad
+        reports.append(
+            ViewAudit(
+                name, len(spec.feature_names), len(rows) * len(spec.feature_names), bad, examples
+            )
+        )
+    return AuditReport(len(rows), total_features, compared, mismatches, reports)
+
+
+def leaky_features(data_root: Path, frame: pd.DataFrame, views: list[str]) -> pd.DataFrame:
+    """The same columns, every window of every daily view widened to the whole log and
+    read after its last event, so each row sees its own outcome and the future."""
+    recompute = Recomputer(data_root, {})
+    first, last = int(recompute.events["ts"].min()), int(recompute.events["ts"].max())
+    end = last // DAY * DAY + DAY
+    recompute.window_ends = {spec.name: {end // DAY} for spec in contract.DAILY_VIEWS}
+    span = (end - first) // DAY + 1
+    whole = tuple(contract.Window(w.label, timedelta(days=span)) for w in contract.BATCH_WINDOWS)
+    rows = frame.assign(ts=end)
+    leaky = frame.copy()
+    for name in views:
+        spec = contract.ALL_VIEWS[name]
+        if spec in contract.DAILY_VIEWS:
+            values = recompute.daily(spec, rows, windows=whole, activity_days=span + 1)
+            for column in spec.feature_names:
+                leaky[column] = values[column].to_numpy()
+    return leaky

@@ -1,0 +1,209 @@
+"""Offline metrics for probability models, the promotion gate, and the report plots.
+
+- AUC: ranking quality (ties count half), with a bootstrap interval when positives are
+  few.
+- Log loss and normalised entropy: log loss over the entropy of the base rate, so 1.0 is
+  "no better than predicting the average" (He et al., 2014).
+- Calibration ratio: sum of predictions over sum of labels (1.0 is unbiased in total).
+- ECE with equal-width bins and with equal-count (quantile) bins: the count-weighted mean
+  of |mean prediction - mean label| per bin. With CTRs of a few percent nearly every
+  prediction falls in the first equal-width bin, so the quantile version is the sharper
+  one; the gate requires both.
+- Field-level ECE: the same weighted gap with one bin per value of a field (advertiser),
+  the miscalibration an advertiser sees in its own bill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+EPSILON = 1e-7
+GATE_MAX_ECE = 0.02
+GATE_CALIBRATION_RATIO = (0.95, 1.05)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve by ranks (Mann-Whitney U), ties counting half."""
+    y = np.asarray(labels, dtype=bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(y), dtype=np.float64)
+    # Average ranks over ties.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(y)]
+    average = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(average, ends - starts)
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def auc_interval(
+    labels: np.ndarray, scores: np.ndarray, rounds: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95% bootstrap interval of the AUC (rows resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    y, s = np.asarray(labels), np.asarray(scores)
+    values = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y), len(y))
+        value = auc(y[pick], s[pick])
+        if not np.isnan(value):
+            values.append(value)
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def log_loss(labels: np.ndarray, p: np.ndarray) -> float:
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1 - EPSILON)
+    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
+
+
+def normalized_entropy(labels: np.ndarray, p: np.ndarray) -> float:
+    base = float(np.clip(np.mean(labels), EPSILON, 1 - EPSILON))
+    entropy = -(base * np.log(base) + (1 - base) * np.log1p(-base))
+    return log_loss(labels, p) / entropy
+
+
+def calibration_ratio(labels: np.ndarray, p: np.ndarray) -> float:
+    positives = float(np.sum(labels))
+    return float(np.sum(p)) / positives if positives else float("inf")
+
+
+def _binned_gap(labels: np.ndarray, p: np.ndarray, bins: np.ndarray) -> float:
+    """Count-weighted mean |mean p - mean y| over the bin ids in ``bins``."""
+    counts = np.bincount(bins)
+    used = counts > 0
+    mean_p = np.bincount(bins, weights=p)[used] / counts[used]
+    mean_y = np.bincount(bins, weights=labels)[used] / counts[used]
+    return float(np.sum(counts[used] * np.abs(mean_p - mean_y)) / len(p))
+
+
+def ece_equal_width(labels: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    p = np.asarray(p, dtype=np.float64)
+    ids = np.minimum((p * bins).astype(np.int64), bins - 1)
+    return _binned_gap(np.asarray(labels, dtype=np.float64), p, ids)
+
+
+def ece_quantile(labels: np.ndarray, p: np.ndarray, bins: int = 20) -> float:
+    p = np.asarray(p, dtype=np.float64)
+    ranks = np.argsort(np.argsort(p, kind="mergesort"), kind="mergesort")
+    ids = (ranks * bins // len(p)).astype(np.int64)
+    return _binned_gap(np.asarray(labels, dtype=np.float64), p, ids)
+
+
+def field_ece(labels: np.ndarray, p: np.ndarray, field: np.ndarray) -> float:
+    _, ids = np.unique(np.asarray(field), return_inverse=True)
+    return _binned_gap(np.asarray(labels, dtype=np.float64), np.asarray(p, np.float64), ids)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    rows: int
+    positives: int
+    auc: float
+    log_loss: float
+    normalized_entropy: float
+    calibration_ratio: float
+    ece: float
+    ece_quantile: float
+    field_ece_advertiser: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(labels: np.ndarray, p: np.ndarray, advertiser: np.ndarray | None = None) -> Metrics:
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    return Metrics(
+        rows=len(y),
+        positives=int(y.sum()),
+        auc=auc(y, p),
+        log_loss=log_loss(y, p),
+        normalized_entropy=normalized_entropy(y, p),
+        calibration_ratio=calibration_ratio(y, p),
+        ece=ece_equal_width(y, p),
+        ece_quantile=ece_quantile(y, p),
+        field_ece_advertiser=None if advertiser is None else field_ece(y, p, advertiser),
+    )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reasons: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gate(metrics: Metrics | dict) -> GateResult:
+    """Refuse a model whose ECE (either binning) exceeds 0.02 or whose calibration ratio
+    lies outside [0.95, 1.05] on the test period."""
+    m = metrics.as_dict() if isinstance(metrics, Metrics) else metrics
+    reasons = []
+    for key in ("ece", "ece_quantile"):
+        if not m[key] <= GATE_MAX_ECE:
+            reasons.append(f"{key} {m[key]:.4f} > {GATE_MAX_ECE}")
+    low, high = GATE_CALIBRATION_RATIO
+    if not low <= m["calibration_ratio"] <= high:
+        reasons.append(f"calibration ratio {m['calibration_ratio']:.3f} outside [{low}, {high}]")
+    return GateResult(not reasons, reasons)
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Reliability diagram (quantile bins): mean label against mean prediction per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for name, (y, p) in curves.items():
+        ranks = np.argsort(np.argsort(p, kind="mergesort"), kind="mergesort")
+        ids = ranks * 20 // len(p)
+        counts = np.bincount(ids)
+        mean_p = np.bincount(ids, weights=p) / counts
+        mean_y = np.bincount(ids, weights=y) / counts
+        ax.plot(mean_p, mean_y, marker="o", ms=3, label=name)
+        top = max(top, float(mean_p.max()), float(mean_y.max()))
+    ax.plot([0, top], [0, top], color="grey", ls="--", lw=1, label="perfect")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_title("reliability (20 quantile bins)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, p) in curves.items():
+        order = np.argsort(-p, kind="mergesort")
+        hits = np.asarray(y)[order]
+        tpr = np.r_[0, np.cumsum(hits) / max(hits.sum(), 1)]
+        fpr = np.r_[0, np.cumsum(1 - hits) / max((1 - hits).sum(), 1)]
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,111 @@
+"""The training stage end to end: data set, model, artifact, report, registry.
+
+``adstack dataset`` and ``adstack train`` call these functions; so does the demo. The
+data set of a task is saved under ``<data root>/training/<task>/`` and reused by
+``train`` until rebuilt. Reports (metrics JSON, reliability diagram, ROC curves) go to
+``<reports>/training/<task>/``; the artifact to ``<state dir>/models/<task>/<stamp>/``
+before MLflow copies it into the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from adstack.settings import Settings
+from training import dataset, registry
+from training.dataset import TrainingSet
+from training.labels import Task
+from training.metrics import plot_reliability, plot_roc
+from training.models import ModelConfig
+from training.train import TrainConfig, TrainedModel, train_and_evaluate
+
+DEFAULT_KIND = {"ctr": "dcn", "cvr": "esmm"}
+
+
+def dataset_dir(settings: Settings, task: str) -> Path:
+    return settings.data_root / "training" / task
+
+
+def split_days(start: datetime, end: datetime) -> int:
+    """Calibration and test days each: a seventh of the span, at least one."""
+    return max(1, ((end - start) // timedelta(days=1)) // 7)
+
+
+def build_dataset(
+    settings: Settings,
+    task: Task,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    cutoff: datetime | None = None,
+    service: str | None = None,
+) -> TrainingSet:
+    from feast import FeatureStore
+
+    first, last = dataset.log_range(settings.data_root)
+    start, end = start or first, end or last
+    days = split_days(start, end - dataset.label_window(task))
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    training_set = dataset.build(
+        store, settings.data_root, task, start, end, cutoff, service, days, days
+    )
+    dataset.save(training_set, dataset_dir(settings, task))
+    return training_set
+
+
+@dataclass
+class TrainingRun:
+    trained: TrainedModel
+    manifest: dict[str, Any]
+    registration: registry.Registration
+    artifact_dir: Path
+    report_dir: Path
+
+
+def train(
+    settings: Settings,
+    task: Task,
+    kind: str | None = None,
+    epochs: int = 4,
+    promote: bool = True,
+    progress: Callable[[int, int, float], None] | None = None,
+    training_set: TrainingSet | None = None,
+) -> TrainingRun:
+    """Train, calibrate, evaluate, export and register the ``task`` model."""
+    from training.export import write_artifact
+
+    if training_set is None:
+        directory = dataset_dir(settings, task)
+        if not (directory / "dataset.parquet").exists():
+            raise FileNotFoundError(
+                f"no {task} training set at {directory}: run `adstack dataset --task {task}`"
+            )
+        training_set = dataset.load(directory)
+    config = TrainConfig(model=ModelConfig(kind=kind or DEFAULT_KIND[task]), epochs=epochs)
+    trained = train_and_evaluate(training_set, config, progress)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    artifact_dir = settings.state_dir / "models" / task / stamp
+    manifest = write_artifact(trained, training_set, artifact_dir)
+    report_dir = settings.reports_dir / "training" / task
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plots = [
+        plot_reliability(trained.curves, report_dir / "reliability.png"),
+        plot_roc(trained.curves, report_dir / "roc.png"),
+    ]
+    registration = registry.register(settings, manifest, artifact_dir, plots, promote=promote)
+    report = {
+        "registration": asdict(registration),
+        "metrics": manifest["metrics"],
+        "gate": manifest["gate"],
+        "calibration": {k: v for k, v in manifest["calibration"].items() if k not in ("x", "y")},
+        "history": manifest["history"],
+        "parity": manifest["parity"],
+        "training_window": manifest["training_window"],
+        "train_seconds": trained.seconds,
+    }
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return TrainingRun(trained, manifest, registration, artifact_dir, report_dir)

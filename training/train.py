@@ -1,0 +1,348 @@
+"""Fit a model on a training set: encode, train, calibrate, evaluate.
+
+The data path is whole tensors: the split is encoded once by the feature map into an
+int64 sparse matrix and a float32 dense matrix, every epoch draws one random
+permutation, and each batch is a slice of it indexed in one call. No Python runs per
+row.
+
+Tasks:
+- ``ctr``: one logit per impression, BCE on the click (focal loss optional; calibration
+  always follows, since focal loss pushes probabilities towards 0.5 by design).
+- ``cvr``: an ESMM model over every impression, BCE on the click (pCTR) and on
+  click-and-conversion (pCTCVR = pCTR x pCVR). The scorer uses its pCVR, calibrated and
+  evaluated on the clicked impressions of the calibration and test periods.
+
+Early stopping watches the calibration period's log loss; the best epoch's weights are
+kept. The calibration period then fits the calibrator, and the test period, never seen
+before, gives the metrics the gate reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from feature_repo import contract
+from training import calibration
+from training.dataset import TrainingSet
+from training.feature_map import HASH, Encoded, FeatureMap
+from training.metrics import Metrics, evaluate
+from training.models import ModelConfig, build_model, embedding_table
+
+ID_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 4096
+    epochs: int = 4
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    # Share of ids replaced by the out-of-vocabulary bucket while training, so that
+    # bucket learns what an unknown user or ad looks like.
+    id_dropout: float = 0.05
+    patience: int = 1
+    loss: str = "bce"  # or "focal"
+    focal_gamma: float = 2.0
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Inputs:
+    """Which columns feed which part of the feature map."""
+
+    hashed: list[str]
+    categorical: list[str]
+    dense: list[str]
+    count_like: set[str]
+
+
+def model_inputs(training_set: TrainingSet) -> Inputs:
+    """Entity ids and id-valued features are hashed; strings and request features use
+    vocabularies; everything else is dense (integer features are counts)."""
+    hashed = [k for k in ID_KEYS if k in training_set.frame.columns]
+    categorical = ["category"] + [f.name for f in contract.REQUEST_FEATURES]
+    dense, counts = [], set()
+    for f in training_set.features:
+        if f.dtype == contract.INT64 and f.name.endswith("_id"):
+            hashed.append(f.name)
+        elif f.dtype == contract.STRING:
+            categorical.append(f.name)
+        else:
+            dense.append(f.name)
+            if f.dtype == contract.INT64:
+                counts.add(f.name)
+    return Inputs(hashed, categorical, dense, counts)
+
+
+def fit_feature_map(training_set: TrainingSet) -> FeatureMap:
+    inputs = model_inputs(training_set)
+    return FeatureMap.fit(
+        training_set.part("train"),
+        inputs.hashed,
+        inputs.categorical,
+        inputs.dense,
+        inputs.count_like,
+    )
+
+
+def _tensors(encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(encoded.sparse), torch.from_numpy(encoded.dense)
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    if config.loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if config.loss == "focal":
+        p = torch.sigmoid(logits)
+        pt = torch.where(target > 0.5, p, 1 - p)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return ((1 - pt) ** config.focal_gamma * bce).mean()
+    raise ValueError(f"unknown loss {config.loss!r}; choose bce or focal")
+
+
+def _log_product(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and log(1 - p) of p = sigmoid(a) * sigmoid(b), computed stably."""
+    log_p = F.logsigmoid(a) + F.logsigmoid(b)
+    return log_p, torch.log1p(-torch.exp(log_p).clamp(max=1 - 1e-7))
+
+
+def loss_fn(task: str, config: TrainConfig) -> Callable[..., torch.Tensor]:
+    if task == "ctr":
+
+        def ctr_loss(output: torch.Tensor, click: torch.Tensor, conversion: torch.Tensor):
+            return _bce(output, click, config)
+
+        return ctr_loss
+
+    def esmm_loss(output: tuple[torch.Tensor, ...], click: torch.Tensor, conversion: torch.Tensor):
+        ctr_logit, cvr_logit = output
+        log_p, log_not_p = _log_product(ctr_logit, cvr_logit)
+        ctcvr = click * conversion
+        ctcvr_loss = -(ctcvr * log_p + (1 - ctcvr) * log_not_p).mean()
+        return _bce(ctr_logit, click, config) + ctcvr_loss
+
+    return esmm_loss
+
+
+def predict(model: nn.Module, encoded: Encoded, batch_size: int = 65_536) -> dict[str, np.ndarray]:
+    """Raw probabilities: ``ctr`` for every model, plus ``cvr`` and ``ctcvr`` for ESMM."""
+    model.eval()
+    sparse, dense = _tensors(encoded)
+    outputs: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for start in range(0, len(sparse), batch_size):
+            out = model(sparse[start : start + batch_size], dense[start : start + batch_size])
+            logits = out if isinstance(out, tuple) else (out,)
+            for name, logit in zip(("ctr", "cvr"), logits, strict=False):
+                outputs.setdefault(name, []).append(torch.sigmoid(logit).numpy())
+    result = {name: np.concatenate(parts).astype(np.float64) for name, parts in outputs.items()}
+    if "cvr" in result:
+        result["ctcvr"] = result["ctr"] * result["cvr"]
+    return result
+
+
+def fit_model(
+    task: str,
+    feature_map: FeatureMap,
+    train: Encoded,
+    train_labels: pd.DataFrame,
+    holdout: Encoded,
+    holdout_labels: pd.DataFrame,
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train with early stopping on the holdout's loss; returns the best model and the
+    per-epoch history (train loss, holdout loss, examples per second)."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, feature_map.cardinalities, len(feature_map.dense))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    criterion = loss_fn(task, config)
+    sparse, dense = _tensors(train)
+    click = torch.from_numpy(train_labels["click"].to_numpy(np.float32))
+    conversion = torch.from_numpy(train_labels["conversion"].to_numpy(np.float32))
+    hashed = torch.tensor([f.kind == HASH for f in feature_map.sparse])
+    hold = _tensors(holdout)
+    hold_click = torch.from_numpy(holdout_labels["click"].to_numpy(np.float32))
+    hold_conversion = torch.from_numpy(holdout_labels["conversion"].to_numpy(np.float32))
+    generator = torch.Generator().manual_seed(config.seed)
+    best_loss, best_state, stale, history = float("inf"), None, 0, []
+    batches = (len(sparse) + config.batch_size - 1) // config.batch_size
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(sparse), generator=generator)
+        started, total = time.perf_counter(), 0.0
+        for step in range(batches):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch_sparse = sparse[index]
+            if config.id_dropout > 0:
+                drop = torch.rand(batch_sparse.shape, generator=generator) < config.id_dropout
+                batch_sparse = batch_sparse.masked_fill(drop & hashed, 0)
+            loss = criterion(model(batch_sparse, dense[index]), click[index], conversion[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+            if progress is not None:
+                progress(epoch, step + 1, float(loss))
+        seconds = time.perf_counter() - started
+        model.eval()
+        with torch.no_grad():
+            hold_loss = float(
+                sum(
+                    float(
+                        criterion(
+                            model(hold[0][s : s + 65_536], hold[1][s : s + 65_536]),
+                            hold_click[s : s + 65_536],
+                            hold_conversion[s : s + 65_536],
+                        )
+                    )
+                    * len(hold_click[s : s + 65_536])
+                    for s in range(0, len(hold_click), 65_536)
+                )
+                / max(len(hold_click), 1)
+            )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / len(sparse),
+                "holdout_loss": hold_loss,
+                "examples_per_second": len(sparse) / seconds,
+            }
+        )
+        if hold_loss < best_loss - 1e-6:
+            best_loss, best_state, stale = hold_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale > config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    retire_untrained_buckets(model, feature_map, train.sparse)
+    model.eval()
+    return model, history
+
+
+def retire_untrained_buckets(model: nn.Module, feature_map: FeatureMap, sparse: np.ndarray) -> int:
+    """Point every hashed bucket no training id reached at the field's out-of-vocabulary
+    row (row 0), so an unseen id scores like a missing one. Returns the buckets reset."""
+    table = embedding_table(model)
+    offsets = table.offsets.tolist()
+    reset = 0
+    with torch.no_grad():
+        for column, spec in enumerate(feature_map.sparse):
+            if spec.kind != HASH:
+                continue
+            used = np.zeros(spec.buckets, dtype=bool)
+            used[np.unique(sparse[:, column])] = True
+            used[0] = True
+            unused = torch.from_numpy(np.flatnonzero(~used)) + offsets[column]
+            table.table.weight[unused] = table.table.weight[offsets[column]].clone()
+            reset += len(unused)
+    return reset
+
+
+@dataclass
+class TrainedModel:
+    task: str
+    model: nn.Module
+    feature_map: FeatureMap
+    config: TrainConfig
+    calibration: dict  # calibration parameters of the served output
+    metrics: dict[str, dict]  # by name: test metrics (and raw, uncalibrated ones)
+    history: list[dict]
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]  # test labels and predictions
+    seconds: float
+
+    @property
+    def served_output(self) -> str:
+        """The probability the scorer reads: pCTR from a CTR model, pCVR from ESMM."""
+        return "ctr" if self.task == "ctr" else "cvr"
+
+
+def _served(task: str, frame: pd.DataFrame, probabilities: dict[str, np.ndarray]):
+    """Labels, raw predictions and advertisers of the rows the served output is judged on:
+    every impression for pCTR, the clicked ones for pCVR (conversion given click)."""
+    if task == "ctr":
+        return frame["click"].to_numpy(), probabilities["ctr"], frame["advertiser_id"].to_numpy()
+    clicked = frame["click"].to_numpy() == 1
+    return (
+        frame["conversion"].to_numpy()[clicked],
+        probabilities["cvr"][clicked],
+        frame["advertiser_id"].to_numpy()[clicked],
+    )
+
+
+def train_and_evaluate(
+    training_set: TrainingSet,
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainedModel:
+    started = time.perf_counter()
+    task = training_set.task
+    if task == "cvr" and config.model.kind != "esmm":
+        raise ValueError("the conversion model is ESMM (model kind 'esmm')")
+    feature_map = fit_feature_map(training_set)
+    parts = {split: training_set.part(split) for split in ("train", "calibration", "test")}
+    for split, frame in parts.items():
+        if frame.empty:
+            raise ValueError(f"the {split} split is empty: {training_set.summary()['splits']}")
+    encoded = {split: feature_map.transform(frame) for split, frame in parts.items()}
+    model, history = fit_model(
+        task,
+        feature_map,
+        encoded["train"],
+        parts["train"],
+        encoded["calibration"],
+        parts["calibration"],
+        config,
+        progress,
+    )
+    y_cal, p_cal, _ = _served(task, parts["calibration"], predict(model, encoded["calibration"]))
+    fitted = calibration.fit(p_cal, y_cal)
+    test_probabilities = predict(model, encoded["test"])
+    y_test, p_raw, advertisers = _served(task, parts["test"], test_probabilities)
+    p_calibrated = calibration.apply(fitted, p_raw)
+    metrics = {
+        "test": evaluate(y_test, p_calibrated, advertisers).as_dict(),
+        "test_uncalibrated": evaluate(y_test, p_raw, advertisers).as_dict(),
+    }
+    if task == "cvr":
+        test = parts["test"]
+        ctcvr = (test["click"] * test["conversion"]).to_numpy()
+        metrics["test_ctcvr_uncalibrated"] = evaluate(ctcvr, test_probabilities["ctcvr"]).as_dict()
+    curves = {"calibrated": (y_test, p_calibrated), "uncalibrated": (y_test, p_raw)}
+    return TrainedModel(
+        task,
+        model,
+        feature_map,
+        config,
+        fitted,
+        metrics,
+        history,
+        curves,
+        time.perf_counter() - started,
+    )
+
+
+def metric_summary(metrics: Metrics | dict) -> str:
+    m = metrics.as_dict() if isinstance(metrics, Metrics) else metrics
+    return (
+        f"AUC {m['auc']:.4f}, NE {m['normalized_entropy']:.4f}, log loss {m['log_loss']:.4f}, "
+        f"ECE {m['ece']:.4f} (quantile {m['ece_quantile']:.4f}), "
+        f"calibration ratio {m['calibration_ratio']:.3f}"
+    )
