@@ -351,6 +351,161 @@ def stream_status(
     console.print_json(json.dumps(summary))
 
 
+TASK_HELP = "ctr (click model) or cvr (conversion model, ESMM)."
+
+
+def _task(value: str) -> str:
+    if value not in ("ctr", "cvr"):
+        raise typer.BadParameter(f"{value!r} is not a task; choose ctr or cvr")
+    return value
+
+
+@app.command()
+def dataset(
+    task: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
+    start: Annotated[str | None, typer.Option(help="First impression instant (ISO 8601).")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the impressions (exclusive).")] = None,
+    cutoff: Annotated[
+        str | None, typer.Option(help="When the log was read (default: --end).")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Feature service (default ctr_v1/cvr_v1).")
+    ] = None,
+) -> None:
+    """Build a point-in-time training set from Feast (default: the whole event log)."""
+    from training.pipeline import build_dataset, dataset_dir
+
+    settings = get_settings()
+    try:
+        with console.status(f"labelling impressions and joining {task} features with Feast"):
+            training_set = build_dataset(
+                settings,
+                task,  # type: ignore[arg-type]
+                _instant(start, "--start") if start else None,
+                _instant(end, "--end") if end else None,
+                _instant(cutoff, "--cutoff") if cutoff else None,
+                service,
+            )
+    except (ValueError, FileNotFoundError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    summary = training_set.summary()
+    table = Table("split", "rows", "clicks", "conversions", title=f"{task} training set")
+    for split, row in summary["rows_by_split"].items():
+        table.add_row(split, *(f"{row[k]:,}" for k in ("rows", "clicks", "conversions")))
+    console.print(table)
+    labels = summary["labels"]
+    console.print(
+        f"left out: {labels['open_label_window']:,} impressions whose label window was open at "
+        f"{labels['cutoff']}, {labels['partial_day']:,} after the last whole day, "
+        f"{labels['without_ad']:,} without a catalog ad\n"
+        f"{summary['features']} features of {training_set.service}; saved to "
+        f"{dataset_dir(settings, task)}"
+    )
+
+
+@app.command("audit-leakage")
+def audit_leakage(
+    task: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
+    rows: Annotated[int, typer.Option(min=1, help="Training rows to recompute.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Recompute every joined feature of sampled training rows from the raw events."""
+    from training import dataset as datasets
+    from training import leakage
+    from training.pipeline import dataset_dir
+
+    settings = get_settings()
+    directory = dataset_dir(settings, task)
+    if not (directory / "dataset.parquet").exists():
+        err.print(f"[red]error:[/red] no {task} training set at {directory}: run `adstack dataset`")
+        raise typer.Exit(2)
+    training_set = datasets.load(directory)
+    views = list(dict.fromkeys(f.view for f in training_set.features))
+    with console.status(f"recomputing {len(views)} views for {rows:,} rows from raw events"):
+        report = leakage.audit(settings.data_root, training_set.frame, views, rows, seed)
+    table = Table("view", "features", "values compared", "mismatches", title="leakage audit")
+    for view in report.views:
+        table.add_row(view.view, str(view.features), f"{view.compared:,}", str(view.mismatches))
+    console.print(table)
+    out = settings.reports_dir / "training" / task / "leakage_audit.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.as_dict(), indent=2))
+    if not report.passed:
+        for view in report.views:
+            for example in view.examples:
+                err.print(f"  {view.view}: {example}")
+        err.print(f"[red]leakage audit failed[/red]: {report.mismatches:,} mismatches ({out})")
+        raise typer.Exit(1)
+    console.print(f"[green]no leakage[/green]: {report.compared:,} values equal; report {out}")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
+    kind: Annotated[
+        str | None, typer.Option(help="Architecture: dcn or lr for ctr; esmm for cvr.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 4,
+    promote: Annotated[
+        bool, typer.Option(help="Give the new version the champion alias if it passes the gate.")
+    ] = True,
+) -> None:
+    """Train, calibrate, evaluate, export to ONNX and register a model in MLflow."""
+    from training.pipeline import train as train_job
+    from training.train import metric_summary
+
+    settings = get_settings()
+    with _progress() as progress:
+        bars: dict[int, int] = {}
+
+        def step(epoch: int, batch: int, batches: int, loss: float) -> None:
+            if epoch not in bars:
+                bars[epoch] = progress.add_task(f"epoch {epoch + 1}", total=batches)
+            progress.update(
+                bars[epoch], completed=batch, description=f"epoch {epoch + 1} loss {loss:.4f}"
+            )
+
+        try:
+            run = train_job(settings, model, kind, epochs, promote, step)  # type: ignore[arg-type]
+        except (FileNotFoundError, ValueError, RuntimeError) as error:
+            err.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from error
+    reg = run.registration
+    console.print(f"test: {metric_summary(run.manifest['metrics']['test'])}")
+    console.print(
+        f"calibration: {run.manifest['calibration']['method']}; "
+        f"ONNX parity {run.manifest['parity']}"
+    )
+    status = "champion" if reg.champion else ("gate failed: " + "; ".join(reg.gate_reasons))
+    console.print(
+        f"registered {reg.name} version {reg.version} ({status}); report {run.report_dir}"
+    )
+    if not reg.gate_passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)],
+    version: Annotated[str, typer.Option(help="Registered version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+) -> None:
+    """Move the champion alias to a version, if its metrics pass the calibration gate."""
+    from training import registry
+
+    settings = get_settings()
+    try:
+        resolved = registry.promote(settings, model, version, alias)
+    except registry.GateRefused as error:
+        err.print(f"[red]refused:[/red] {error}")
+        raise typer.Exit(1) from error
+    except Exception as error:  # MLflow raises its own for unknown versions
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    console.print(f"{model}@{alias} -> version {resolved.version} ({resolved.onnx_path})")
+
+
 @app.command()
 def demo() -> None:
     """Run the platform end to end at DEMO_SCALE, printing where everything went."""

@@ -185,10 +185,9 @@ def _ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return values.astype(np.int64), np.ones(len(values), dtype=bool)
     series = pd.Series(values)
     present = series.notna().to_numpy()
-    if values.dtype.kind == "f":
-        # 53-bit floats cannot hold 63-bit ids exactly: refuse instead of hashing garbage.
-        if np.any(np.abs(values[present]) > 2**53):
-            raise ValueError("id values arrived as floats beyond 2**53; pass them as int64")
+    # 53-bit floats cannot hold 63-bit ids exactly: refuse instead of hashing garbage.
+    if values.dtype.kind == "f" and np.any(np.abs(values[present]) > 2**53):
+        raise ValueError("id values arrived as floats beyond 2**53; pass them as int64")
     numbers = np.zeros(len(values), dtype=np.int64)
     numbers[present] = series[present].astype(np.int64).to_numpy()
     return numbers, present

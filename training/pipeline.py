@@ -72,7 +72,7 @@ def train(
     kind: str | None = None,
     epochs: int = 4,
     promote: bool = True,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, int, float], None] | None = None,
     training_set: TrainingSet | None = None,
 ) -> TrainingRun:
     """Train, calibrate, evaluate, export and register the ``task`` model."""

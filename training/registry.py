@@ -10,14 +10,17 @@ version whose manifest passed the calibration gate can hold ``champion``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from adstack.settings import Settings
@@ -29,17 +32,19 @@ MODEL_NAMES = {"ctr": "ctr", "cvr": "cvr"}
 
 
 def tracking_uri(settings: Settings) -> str:
-    configured = os.environ.get("MLFLOW_TRACKING_URI")
-    if configured:
-        return configured
+    return os.environ.get("MLFLOW_TRACKING_URI") or _local_uri(settings)
+
+
+def _local_uri(settings: Settings) -> str:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(settings.state_dir / 'mlflow.db').resolve()}"
 
 
 def client(settings: Settings) -> MlflowClient:
+    """A client bound to the settings' store. The fluent ``mlflow.*`` API is not used: it
+    keeps the tracking URI in a process-wide variable."""
     uri = tracking_uri(settings)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _experiment(settings: Settings, mlflow_client: MlflowClient) -> str:
@@ -47,7 +52,7 @@ def _experiment(settings: Settings, mlflow_client: MlflowClient) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    if tracking_uri(settings) == _local_uri(settings):
         location = (settings.state_dir / "mlartifacts").resolve().as_uri()
     return mlflow_client.create_experiment(EXPERIMENT, artifact_location=location)
 
@@ -89,43 +94,47 @@ def register(
     mlflow_client = client(settings)
     experiment_id = _experiment(settings, mlflow_client)
     name = MODEL_NAMES[manifest["task"]]
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{name}-{manifest['model_kind']}"
-    ) as run:
-        mlflow.log_params(
-            _flat("model.", manifest["model_config"])
-            | _flat("train.", manifest["train_config"])
-            | {"feature_service": manifest["feature_service"]}
-        )
-        numbers = {
-            key: float(value)
-            for key, value in _flat("", manifest["metrics"]).items()
-            if isinstance(value, int | float) and value == value
-        }
-        mlflow.log_metrics(numbers)
-        for epoch in manifest["history"]:
-            mlflow.log_metrics(
-                {k: float(v) for k, v in epoch.items() if k != "epoch"}, step=int(epoch["epoch"])
-            )
-        mlflow.log_artifacts(str(artifact_dir), artifact_path="model")
-        for plot in plots:
-            mlflow.log_artifact(str(plot), artifact_path="plots")
-        mlflow.set_tags({"gate_passed": str(manifest["gate"]["passed"]), "task": manifest["task"]})
-        source = f"{run.info.artifact_uri}/model"
-    try:
+    run = mlflow_client.create_run(
+        experiment_id, run_name=f"{name}-{manifest['model_kind']}",
+        tags={"gate_passed": str(manifest["gate"]["passed"]), "task": manifest["task"]},
+    )  # fmt: skip
+    run_id, now = run.info.run_id, int(time.time() * 1000)
+    params = (
+        _flat("model.", manifest["model_config"])
+        | _flat("train.", manifest["train_config"])
+        | {"feature_service": manifest["feature_service"]}
+    )
+    metrics = [
+        Metric(key, float(value), now, 0)
+        for key, value in _flat("", manifest["metrics"]).items()
+        if isinstance(value, int | float) and value == value
+    ]
+    for epoch in manifest["history"]:
+        metrics += [
+            Metric(key, float(value), now, int(epoch["epoch"]))
+            for key, value in epoch.items()
+            if key != "epoch"
+        ]
+    mlflow_client.log_batch(
+        run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()]
+    )
+    mlflow_client.log_artifacts(run_id, str(artifact_dir), artifact_path="model")
+    for plot in plots:
+        mlflow_client.log_artifact(run_id, str(plot), artifact_path="plots")
+    mlflow_client.set_terminated(run_id)
+    source = f"{run.info.artifact_uri}/model"
+    with contextlib.suppress(MlflowException):  # already registered
         mlflow_client.create_registered_model(name)
-    except MlflowException:
-        pass  # already registered
     version = mlflow_client.create_model_version(
-        name, source, run_id=run.info.run_id, tags={"gate_passed": str(manifest["gate"]["passed"])}
+        name, source, run_id=run_id, tags={"gate_passed": str(manifest["gate"]["passed"])}
     )
     passed = bool(manifest["gate"]["passed"])
     if promote and passed:
         mlflow_client.set_registered_model_alias(name, CHAMPION, version.version)
     return Registration(
         name,
-        version.version,
-        run.info.run_id,
+        str(version.version),
+        run_id,
         promote and passed,
         passed,
         manifest["gate"]["reasons"],
@@ -154,18 +163,21 @@ def resolve(settings: Settings, name: str, alias: str = CHAMPION) -> ResolvedMod
         raise LookupError(
             f"no model {name!r} with alias {alias!r} in {tracking_uri(settings)}"
         ) from error
-    return _load(
-        name, version.version, mlflow_client.get_model_version_download_uri(name, version.version)
-    )
+    uri = mlflow_client.get_model_version_download_uri(name, version.version)
+    return _load(settings, name, version.version, uri)
 
 
 def resolve_version(settings: Settings, name: str, version: str) -> ResolvedModel:
     mlflow_client = client(settings)
-    return _load(name, version, mlflow_client.get_model_version_download_uri(name, version))
+    return _load(
+        settings, name, version, mlflow_client.get_model_version_download_uri(name, version)
+    )
 
 
-def _load(name: str, version: str, uri: str) -> ResolvedModel:
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+def _load(settings: Settings, name: str, version: str, uri: str) -> ResolvedModel:
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri(settings))
+    )
     manifest = json.loads((local / "manifest.json").read_text())
     return ResolvedModel(name, str(version), local, manifest)
 

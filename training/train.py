@@ -162,7 +162,7 @@ def fit_model(
     holdout: Encoded,
     holdout_labels: pd.DataFrame,
     config: TrainConfig,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, int, float], None] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train with early stopping on the holdout's loss; returns the best model and the
     per-epoch history (train loss, holdout loss, examples per second)."""
@@ -198,7 +198,7 @@ def fit_model(
             optimizer.step()
             total += loss.item() * len(index)
             if progress is not None:
-                progress(epoch, step + 1, float(loss))
+                progress(epoch, step + 1, batches, loss.item())
         seconds = time.perf_counter() - started
         model.eval()
         with torch.no_grad():
@@ -290,7 +290,7 @@ def _served(task: str, frame: pd.DataFrame, probabilities: dict[str, np.ndarray]
 def train_and_evaluate(
     training_set: TrainingSet,
     config: TrainConfig,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, int, float], None] | None = None,
 ) -> TrainedModel:
     started = time.perf_counter()
     task = training_set.task

@@ -1,0 +1,226 @@
+"""Training on the real stack: simulated events, the Spark batch job, a real Feast repo
+(`feast apply`, DuckDB offline store), point-in-time training sets, the leakage audit,
+ONNX export and the MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from feast import FeatureStore
+
+from adstack.settings import get_settings
+from feature_repo import contract
+from pipelines import batch_features, ingest
+from pipelines.simulator import SimulationConfig, write_simulation
+from tests.integration.test_feature_repo import REPO_SOURCE, feast
+from training import calibration, dataset, export, leakage, registry
+from training.metrics import auc, gate
+from training.models import ModelConfig
+from training.pipeline import train
+from training.train import TrainConfig, predict, train_and_evaluate
+
+CONFIG = SimulationConfig(days=11, users=1_500, ads=120, impressions_per_day=12_000, seed=3)
+START = datetime(2026, 1, 5, tzinfo=UTC)
+END = START + timedelta(days=CONFIG.days)
+
+
+def applied_repo(root: Path, data: Path, redis_url: str) -> Path:
+    repo = root / "feature_repo"
+    repo.mkdir()
+    for path in [*REPO_SOURCE.glob("*.py"), *REPO_SOURCE.glob("*.yaml")]:
+        shutil.copy(path, repo / path.name)
+    feast(repo, {**os.environ, "ADSTACK_DATA": str(data), "REDIS_URL": redis_url}, "apply")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, spark, redis_url: str) -> Iterator[Path]:
+    """Simulated events, batch feature tables and an applied Feast repo; the settings
+    point at them for the whole module."""
+    root = tmp_path_factory.mktemp("training")
+    data = root / "data"
+    write_simulation(CONFIG, data / "events", data / "ground_truth")
+    batch_features.run(spark, data, START.date() + timedelta(days=1), END.date())
+    repo = applied_repo(root, data, redis_url)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "ADSTACK_DATA": data,
+            "ADSTACK_FEATURE_REPO": repo,
+            "ADSTACK_STATE_DIR": root / "state",
+            "ADSTACK_REPORTS_DIR": root / "reports",
+            "REDIS_URL": redis_url,
+        }.items():
+            patch.setenv(name, str(value))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        yield root
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def ctr_set(project: Path) -> dataset.TrainingSet:
+    store = FeatureStore(repo_path=str(project / "feature_repo"))
+    return dataset.build(store, project / "data", "ctr", START, END, None, None, 1, 1)
+
+
+def test_training_set_is_the_feature_service_joined_at_each_impression(
+    ctr_set: dataset.TrainingSet, project: Path
+) -> None:
+    store = FeatureStore(repo_path=str(project / "feature_repo"))
+    service = store.get_feature_service("ctr_v1")
+    expected = [(p.name, f.name) for p in service.feature_view_projections for f in p.features]
+    assert [(f.view, f.name) for f in ctr_set.features] == expected
+    assert set(f.name for f in ctr_set.features) <= set(ctr_set.frame.columns)
+    assert {f.name for f in contract.REQUEST_FEATURES} <= set(ctr_set.frame.columns)
+    frame = ctr_set.frame
+    # Splits follow time: every train row precedes every calibration row, and so on.
+    order = {"train": 0, "calibration": 1, "test": 2}
+    ranks = frame["split"].map(order).to_numpy()
+    assert (
+        np.diff(ranks[np.argsort(frame["event_timestamp"].to_numpy(), kind="stable")]) >= 0
+    ).all()
+    assert set(frame["split"]) == set(order)
+    # The click window closes an hour after each impression: the last hour is left out.
+    assert ctr_set.labels.open_label_window > 0
+    assert frame["event_timestamp"].max() < END - contract.CLICK_WINDOW
+    # Day one has no history; later rows do.
+    late = frame[frame["event_timestamp"] >= START + timedelta(days=3)]
+    assert late["user_impressions_7d"].notna().mean() > 0.5
+
+
+def test_leakage_audit_recomputes_every_feature_from_raw_events(
+    ctr_set: dataset.TrainingSet, project: Path
+) -> None:
+    views = list(dict.fromkeys(f.view for f in ctr_set.features))
+    report = leakage.audit(project / "data", ctr_set.frame, views, sample=1000)
+    assert report.rows == 1000
+    assert report.features == len(ctr_set.features)
+    assert report.mismatches == 0, report.as_dict()
+
+    # The audit is not blind: a row's own click added to its ad's count is caught, and
+    # so is a value read one day late (the window end after the impression).
+    planted = ctr_set.frame.copy()
+    planted["ad_clicks_1d"] = planted["ad_clicks_1d"].fillna(0) + planted["click"]
+    caught = leakage.audit(project / "data", planted, views, sample=1000)
+    ad_daily = next(v for v in caught.views if v.view == "ad_daily")
+    sampled = ctr_set.frame.sample(1000, random_state=0)
+    assert ad_daily.mismatches >= int(sampled["click"].sum()) > 0
+    shifted = ctr_set.frame.copy()
+    shifted["event_timestamp"] = shifted["event_timestamp"] - timedelta(days=1)
+    assert leakage.audit(project / "data", shifted, views, sample=1000).mismatches > 0
+
+
+def test_leaky_features_inflate_offline_auc(ctr_set: dataset.TrainingSet, project: Path) -> None:
+    views = list(dict.fromkeys(f.view for f in ctr_set.features))
+    leaky_frame = leakage.leaky_features(project / "data", ctr_set.frame, views)
+    leaky = dataset.TrainingSet(
+        leaky_frame, "ctr", ctr_set.service, ctr_set.features, ctr_set.splits, ctr_set.labels
+    )
+    config = TrainConfig(model=ModelConfig(kind="lr"), epochs=2)
+    honest_auc = train_and_evaluate(ctr_set, config).metrics["test"]["auc"]
+    leaky_auc = train_and_evaluate(leaky, config).metrics["test"]["auc"]
+    assert leaky_auc > honest_auc + 0.01, (leaky_auc, honest_auc)
+
+
+def test_ctr_model_trains_exports_with_parity_and_registers(
+    ctr_set: dataset.TrainingSet, project: Path
+) -> None:
+    settings = get_settings()
+    run = train(settings, "ctr", "dcn", epochs=2, training_set=ctr_set)
+    manifest = run.manifest
+    assert manifest["parity"]["ctr"] <= export.PARITY_TOLERANCE
+    assert manifest["parity"]["rows"] == min(4096, len(ctr_set.part("test")))
+    # The manifest's feature list is the feature service's, in order.
+    store = FeatureStore(repo_path=str(project / "feature_repo"))
+    service = store.get_feature_service(manifest["feature_service"])
+    assert [f["name"] for f in manifest["features"]] == [
+        f.name for p in service.feature_view_projections for f in p.features
+    ]
+    dense_and_sparse = (
+        manifest["inputs"]["sparse_ids"]["fields"] + manifest["inputs"]["dense_features"]["fields"]
+    )
+    assert {f["name"] for f in manifest["features"]} <= set(dense_and_sparse)
+    assert (run.report_dir / "reliability.png").stat().st_size > 0
+    assert (run.report_dir / "roc.png").stat().st_size > 0
+    metrics = manifest["metrics"]["test"]
+    assert 0.6 < metrics["auc"] < 1.0
+    assert run.registration.gate_passed == gate(metrics).passed
+    if not run.registration.gate_passed:
+        pytest.fail(f"the CTR model failed the gate on simulated data: {gate(metrics).reasons}")
+
+    # The scorer's path: resolve the champion, score with onnxruntime and the manifest
+    # only, and get torch's calibrated probabilities back.
+    champion = registry.resolve(settings, "ctr")
+    assert champion.version == run.registration.version
+    test = ctr_set.part("test").iloc[:2000]
+    session = export.session(champion.onnx_path)
+    served = export.score(session, champion.manifest, test)
+    encoded = run.trained.feature_map.transform(test)
+    raw = predict(run.trained.model, encoded)["ctr"]
+    expected = calibration.apply(run.trained.calibration, raw)
+    assert np.max(np.abs(served - expected)) <= 1e-5
+    # An unseen user scores like a missing one (its bucket points at the OOV row).
+    unseen = test.iloc[:50].assign(user_id=np.int64(10**15))
+    missing = test.iloc[:50].assign(user_id=None)
+    assert np.allclose(
+        export.score(session, champion.manifest, unseen),
+        export.score(session, champion.manifest, missing),
+        atol=1e-6,
+    )
+
+
+def test_promotion_refuses_a_miscalibrated_version(project: Path, ctr_set) -> None:
+    settings = get_settings()
+    champion = registry.resolve(settings, "ctr")
+    manifest = json.loads(json.dumps(champion.manifest))
+    manifest["metrics"]["test"]["calibration_ratio"] *= 2  # predictions doubled
+    manifest["gate"] = gate(manifest["metrics"]["test"]).as_dict()
+    doubled = project / "doubled"
+    shutil.copytree(champion.directory, doubled)
+    (doubled / "manifest.json").write_text(json.dumps(manifest))
+    registration = registry.register(settings, manifest, doubled, [], promote=True)
+    assert not registration.gate_passed and not registration.champion
+    with pytest.raises(registry.GateRefused, match="calibration ratio"):
+        registry.promote(settings, "ctr", registration.version)
+    assert registry.resolve(settings, "ctr").version == champion.version
+
+
+def test_esmm_conversion_model_trains_and_exports(project: Path) -> None:
+    settings = get_settings()
+    store = FeatureStore(repo_path=str(project / "feature_repo"))
+    cvr_set = dataset.build(store, project / "data", "cvr", START, END, None, None, 1, 1)
+    # Every row's whole label window (click + attribution) closed before the cut-off.
+    assert cvr_set.frame["event_timestamp"].max() < END - dataset.label_window("cvr")
+    run = train(settings, "cvr", "esmm", epochs=2, training_set=cvr_set, promote=False)
+    assert run.manifest["outputs"] == ["ctr_logit", "cvr_logit"]
+    assert max(run.manifest["parity"][k] for k in ("ctr", "cvr")) <= export.PARITY_TOLERANCE
+    test = cvr_set.part("test")
+    clicked = test[test["click"] == 1]
+    p = export.score(export.session(run.artifact_dir / "model.onnx"), run.manifest, clicked)
+    assert auc(clicked["conversion"].to_numpy(), p) > 0.55
+
+
+@pytest.mark.real_logs
+def test_leakage_audit_on_talkingdata(
+    sample_logs: Path, tmp_path: Path, spark, redis_url: str
+) -> None:
+    data = tmp_path / "data"
+    report = ingest.ingest("talkingdata", sample_logs / "talkingdata_sample", data, tmp_path / "r")
+    assert report.passed
+    first, last = dataset.log_range(data)
+    batch_features.run(spark, data, first.date() + timedelta(days=1), last.date())
+    repo = applied_repo(tmp_path, data, redis_url)
+    store = FeatureStore(repo_path=str(repo))
+    # The log spans three days, less than the attribution window: label by the click
+    # clock and read the conversion service's features.
+    talking = dataset.build(store, data, "ctr", first, last, None, "cvr_v1", 1, 1)
+    views = list(dict.fromkeys(f.view for f in talking.features))
+    audit = leakage.audit(data, talking.frame, views, sample=1000)
+    assert audit.rows == 1000 and audit.mismatches == 0, audit.as_dict()
