@@ -73,6 +73,7 @@ from statistics import median
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import torch
 
 from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
@@ -212,6 +213,25 @@ def prepare_simulator(prepared: Prepared, services: Services) -> dict:
     return timings
 
 
+def add_missing_tables(data: Path, source: str) -> list[str]:
+    """A zero-row partition for each event table the source has none of (Open Bandit logs
+    no conversions): the batch job reads every table and fails on a missing folder."""
+    from pipelines import events
+
+    added = []
+    shown = events.read_table(events.IMPRESSIONS, events.events_root(data), ["event_timestamp"])
+    first_day = pd.Timestamp(shown["event_timestamp"][0].as_py()).strftime("%Y-%m-%d")
+    for table in (events.CLICKS, events.CONVERSIONS):
+        directory = events.events_root(data) / table.name
+        if not any(directory.glob("date=*/*.parquet")):
+            (directory / f"date={first_day}").mkdir(parents=True, exist_ok=True)
+            pq.write_table(
+                table.schema.empty_table(), directory / f"date={first_day}" / "empty.parquet"
+            )
+            added.append(table.name)
+    return added
+
+
 def prepare_real(
     prepared: Prepared, services: Services, name: str, path: Path, service_name: str, label: str
 ) -> dict:
@@ -224,6 +244,7 @@ def prepare_real(
     began = time.perf_counter()
     report = ingest(name, path, data, root / "reports")
     timings["ingest"] = time.perf_counter() - began
+    timings["empty_tables_added"] = add_missing_tables(data, name)
     began = time.perf_counter()
     batch_job(services, data)
     timings["batch_features"] = time.perf_counter() - began
@@ -822,6 +843,7 @@ def real_log(prepared: Prepared, name: str, label: str, args: argparse.Namespace
     views = Views.of(training_set)
     models = {}
     for model, run in (
+        ("ours_lr", lambda: run_ours(training_set, replace(config, model=ModelConfig("lr")))),
         ("ours_dcn", lambda: run_ours(training_set, config)),
         ("lightgbm", lambda: run_lightgbm(views)),
     ):
@@ -1057,6 +1079,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--train-fraction", type=float, default=1.0, help="development only: thin train splits"
     )
     parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument(
+        "--record-only", type=Path, help="write the report from a saved figures file"
+    )
     return parser.parse_args(argv)
 
 
@@ -1066,7 +1091,9 @@ REAL = {
 }
 
 
-def prepare(args: argparse.Namespace, prepared: Prepared, services: Services) -> dict:
+def prepare(
+    args: argparse.Namespace, prepared: Prepared, services: Services, not_done: list[dict]
+) -> dict:
     """Whatever the chosen parts need and ``--reuse`` does not already hold."""
     timings: dict = {}
     if {"sim_ctr", "sim_cvr"} & set(args.parts) and not prepared.sim_set("cvr").exists():
@@ -1075,14 +1102,18 @@ def prepare(args: argparse.Namespace, prepared: Prepared, services: Services) ->
     for part, (source, path, service, label) in REAL.items():
         if part in args.parts and path.exists() and not prepared.real_set(part).exists():
             log(f"preparing {part}")
-            timings[part] = prepare_real(prepared, services, source, path, service, label)
+            try:
+                timings[part] = prepare_real(prepared, services, source, path, service, label)
+            except Exception as error:  # the other parts still run
+                not_done.append({"what": f"{part} preparation", "reason": repr(error)[:500]})
+                log(f"preparing {part} failed: {error!r}"[:500])
     return timings
 
 
 def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dict:
     figures: dict = {"parameters": {k: str(v) for k, v in vars(args).items()}, "not_done": []}
     began = time.perf_counter()
-    figures["prepare_seconds"] = prepare(args, prepared, services)
+    figures["prepare_seconds"] = prepare(args, prepared, services, figures["not_done"])
     figures["prepare_seconds"]["total"] = time.perf_counter() - began
     sections = {
         "sim_ctr": lambda: simulator_ctr(prepared, args, figures["not_done"]),
@@ -1092,7 +1123,7 @@ def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dic
     }
     for part in args.parts:
         if part in REAL and not prepared.real_set(part).exists():
-            reason = f"{REAL[part][1]} is absent"
+            reason = f"{REAL[part][1]} is absent" if not REAL[part][1].exists() else "see above"
             figures["not_done"].append({"what": part, "reason": reason})
             log(f"skipping {part}: {reason}")
             continue
@@ -1109,6 +1140,12 @@ def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    if args.record_only:
+        saved = json.loads(args.record_only.read_text())
+        recorded = saved["command"].replace(" --no-record", "")
+        print(f"wrote {record(saved['figures'], recorded)}")
+        return
     torch.set_num_threads(THREADS)
     began = time.perf_counter()
     with ExitStack() as stack:
@@ -1118,11 +1155,14 @@ def main(argv: list[str] | None = None) -> None:
         services = Services(stack, scratch)
         figures = run(args, Prepared(root), services)
     figures["total_seconds"] = time.perf_counter() - began
-    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    # Kept before the report is written, so a report bug costs no re-run (--record-only).
+    raw = Path(tempfile.gettempdir()) / "bench-quality-figures.json"
+    raw.write_text(json.dumps({"command": command, "figures": figures}, default=float))
+    print(f"figures saved to {raw}")
     if not args.no_record:
         print(f"wrote {record(figures, command)}")
-    print(json.dumps({k: v for k, v in figures.items() if k != "parameters"}, indent=1,
-                     default=float)[:6000])  # fmt: skip
+    short = {k: v for k, v in figures.items() if k in ("not_done", "prepare_seconds")}
+    print(json.dumps(short, indent=1, default=float))
 
 
 if __name__ == "__main__":

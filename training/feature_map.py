@@ -14,7 +14,8 @@ sees in production are computed by the code it was trained with.
 - Dense features: ``log1p`` when the training values are non-negative and reach above
   1 (counts, spend, ages), identity otherwise (rates); missing values are filled (0 for
   counts, whose absence means nothing happened; the training mean for rates, whose
-  absence means no denominator), then standardised with the training mean and stdev.
+  absence means no denominator), then standardised with the training mean and stdev
+  and clipped to +-8.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import pandas as pd
 HASH = "hash"
 VOCAB = "vocab"
 MISSING_INDEX = 0
+# Standardised values are clipped: a feature nearly constant in the training days (a 30-day
+# window early in a log) would otherwise reach thousands of deviations later on.
+Z_LIMIT = 8.0
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -80,7 +84,8 @@ class DenseField:
         numbers = np.where(missing, self.fill, numbers)
         if self.transform == "log1p":
             numbers = np.log1p(np.maximum(numbers, 0.0))
-        return ((numbers - self.mean) / self.std).astype(np.float32), int(missing.sum())
+        scaled = np.clip((numbers - self.mean) / self.std, -Z_LIMIT, Z_LIMIT)
+        return scaled.astype(np.float32), int(missing.sum())
 
 
 @dataclass
