@@ -1,10 +1,12 @@
 """The demo: the platform's main job, end to end, as far as it exists today.
 
-Starts the embedded Redis (unless ``REDIS_URL`` is set), simulates a week of a
+Starts the embedded Redis (unless ``REDIS_URL`` is set), simulates two weeks of a
 marketplace ending at today's UTC midnight, ingests and validates it and any real
 sample logs present, computes the windowed feature tables with Spark, runs `feast apply`
-and materialises the newest features into Redis, prints where everything went, and
-stops every process it started, even when a step fails.
+and materialises the newest features into Redis, streams the last day, builds CTR and
+CVR training sets from Feast, audits them for leakage, trains, calibrates, exports and
+registers both models, prints where everything went, and stops every process it
+started, even when a step fails.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adstack import redis_server
@@ -55,7 +58,8 @@ def online_store(settings: Settings, console: Console) -> Iterator[str]:
 
 def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
     scale = settings.demo_scale
-    days = 7
+    # Two weeks: the conversion model's labels need the 7-day attribution window to close.
+    days = 14
     # The simulated week ends at today's UTC midnight, so `materialize-incremental now`
     # finds the newest feature rows inside their views' TTL, as with live data.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -87,6 +91,7 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
                 reports.append(ingest.ingest(source, path, settings.data_root, reports_dir))
         features = build_features(settings, config, console)
         stream_last_day(settings, config, console)
+        train_models(settings, console)
     summary = Table("source", "rows in", "quarantined", "bad fraction", "passed", title="ingest")
     for report in reports:
         summary.add_row(
@@ -134,6 +139,62 @@ def build_features(
     console.print(f"online store holds {client.dbsize():,} entity keys")
     client.close()
     return written
+
+
+def train_models(settings: Settings, console: Console) -> dict:
+    """Build both training sets from Feast, audit them for leakage, then train, calibrate,
+    export and register the CTR and CVR models (champion when they pass the gate)."""
+    from training import leakage
+    from training.pipeline import build_dataset, train
+    from training.train import metric_summary
+
+    runs = {}
+    for task in ("ctr", "cvr"):
+        with console.status(f"{task}: labelling impressions and joining features with Feast"):
+            training_set = build_dataset(settings, task)
+        rows = training_set.summary()["rows_by_split"]
+        console.print(
+            f"{task} training set: " + ", ".join(f"{k} {v['rows']:,}" for k, v in rows.items())
+        )
+        views = list(dict.fromkeys(f.view for f in training_set.features))
+        with console.status(f"{task}: leakage audit on 1,000 rows"):
+            audit = leakage.audit(settings.data_root, training_set.frame, views, 1000)
+        console.print(
+            f"leakage audit: {audit.compared:,} values recomputed from raw events, "
+            f"{audit.mismatches} mismatches"
+        )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            step = _epoch_bars(progress, task)
+            run = train(settings, task, epochs=2, progress=step, training_set=training_set)
+        reg = run.registration
+        status = "champion" if reg.champion else "not promoted: " + "; ".join(reg.gate_reasons)
+        test = metric_summary(run.manifest["metrics"]["test"])
+        console.print(
+            f"{task} ({run.manifest['model_kind']}): {test}"
+            f"\n  registered {reg.name} version {reg.version} ({status}); report {run.report_dir}"
+        )
+        runs[task] = run
+    console.print(
+        f"MLflow UI: mlflow ui --backend-store-uri sqlite:///"
+        f"{(settings.state_dir / 'mlflow.db').resolve()}"
+    )
+    return runs
+
+
+def _epoch_bars(progress, task: str):
+    """A training progress callback drawing one bar per epoch."""
+    bars: dict[int, object] = {}
+
+    def step(epoch: int, batch: int, batches: int, loss: float) -> None:
+        if epoch not in bars:
+            bars[epoch] = progress.add_task(f"{task} epoch {epoch + 1}", total=batches)
+        progress.update(
+            bars[epoch], completed=batch, description=f"{task} epoch {epoch + 1} loss {loss:.4f}"
+        )
+
+    return step
 
 
 def stream_last_day(settings: Settings, config: SimulationConfig, console: Console) -> dict:

@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     assert "stopped redis-server" in result.output
     assert redis_server.status(settings_env / ".adstack" / "redis") is None
     written = events.read_table(events.IMPRESSIONS, settings_env / "data" / "events")
-    assert written.num_rows == 7 * 2_000
+    assert written.num_rows == 14 * 2_000
     keys = re.search(r"online store holds ([\d,]+) entity keys", result.output)
     assert keys and int(keys.group(1).replace(",", "")) > 100, result.output
     assert (settings_env / "reports" / "ingest" / "simulator.json").exists()
@@ -44,3 +44,9 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     assert int(streamed.group(1).replace(",", "")) >= 2_000
     pushed = settings_env / "data" / "features" / "user_stream_push_log"
     assert len(list(pushed.glob("date=*/*.parquet"))) > 1
+    # Both models are trained from audited Feast training sets and registered.
+    assert result.output.count("0 mismatches") == 2, result.output
+    for task in ("ctr", "cvr"):
+        assert f"registered {task} version 1" in result.output
+        assert (settings_env / "reports" / "training" / task / "report.json").exists()
+    assert (settings_env / ".adstack" / "mlflow.db").exists()

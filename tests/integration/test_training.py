@@ -21,7 +21,7 @@ from pipelines import batch_features, ingest
 from pipelines.simulator import SimulationConfig, write_simulation
 from tests.integration.test_feature_repo import REPO_SOURCE, feast
 from training import calibration, dataset, export, leakage, registry
-from training.metrics import auc, gate
+from training.metrics import gate
 from training.models import ModelConfig
 from training.pipeline import train
 from training.train import TrainConfig, predict, train_and_evaluate
