@@ -91,6 +91,6 @@ def fit(probabilities: np.ndarray, labels: np.ndarray, order: np.ndarray | None 
         "isotonic": fit_isotonic(p[:half], y[:half]),
     }
     held_out = {name: _log_loss(apply(c, p[half:]), y[half:]) for name, c in candidates.items()}
-    best = min(held_out, key=held_out.get)
+    best = min(held_out, key=lambda name: held_out[name])
     final = platt if best == "platt" else fit_isotonic(p, y)
     return final | {"held_out_log_loss": held_out, "positives": int(y.sum())}

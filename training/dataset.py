@@ -42,7 +42,7 @@ class ServiceFeature:
 def service_features(service: FeatureService) -> list[ServiceFeature]:
     """The service's features in order: its views as listed, each view's features as
     declared. This is the order the manifest records and serving assembles."""
-    features = []
+    features: list[ServiceFeature] = []
     for projection in service.feature_view_projections:
         spec = contract.ALL_VIEWS[projection.name]
         dtypes = {f.name: f.dtype for f in spec.features}

@@ -226,7 +226,7 @@ class Recomputer:
         end = self._window_end(spec.name, sums, codes, ts, measures, spec.ttl, activity_days)
         out: dict[str, np.ndarray] = {}
         category = self.sums["category"]
-        cat_codes = category.query_codes(rows) if "category" in rows else None
+        cat_codes = category.query_codes(rows) if "category" in rows else np.full(len(rows), -1)
         for w in windows:
             lo = end - w.days * DAY
             got = {m: sums.sum(m, codes, lo, end) for m in (*COUNT_MEASURES, "spend")}
@@ -234,9 +234,11 @@ class Recomputer:
                 out[f"{prefix}_{m}_{w.label}"] = got[m]
             out[f"{prefix}_spend_{w.label}"] = got["spend"]
             if prefix in ("ad", "user_category"):
-                active = sum(
-                    category.sum(m, cat_codes, end - activity_days * DAY, end)
-                    for m in COUNT_MEASURES
+                active = np.add.reduce(
+                    [
+                        category.sum(m, cat_codes, end - activity_days * DAY, end)
+                        for m in COUNT_MEASURES
+                    ]
                 )
                 cat = {m: category.sum(m, cat_codes, lo, end) for m in COUNT_MEASURES}
                 prior_ctr = np.where(active > 0, _rate(cat["clicks"], cat["impressions"]), np.nan)
@@ -356,7 +358,8 @@ def audit(
             expected = recompute.profile(spec, rows)
         else:
             raise ValueError(f"the audit does not cover streamed view {name!r}")
-        bad, examples = 0, []
+        bad = 0
+        examples: list[dict] = []
         for feature in spec.feature_names:
             equal = _equal(expected[feature], rows[feature])
             bad += int((~equal).sum())

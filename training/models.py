@@ -45,6 +45,7 @@ class FieldEmbedding(nn.Module):
     def __init__(self, cardinalities: list[int], dim: int) -> None:
         super().__init__()
         offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0)
+        self.offsets: torch.Tensor
         self.register_buffer("offsets", offsets, persistent=True)
         self.table = nn.Embedding(sum(cardinalities), dim)
         nn.init.normal_(self.table.weight, std=0.01)
