@@ -37,6 +37,7 @@ lint: setup
 	$(BIN)/mypy serving training
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.materialize
