@@ -19,7 +19,7 @@ from typing import Any
 from adstack.settings import Settings
 from training import dataset, registry
 from training.dataset import TrainingSet
-from training.labels import Task
+from training.labels import Task, label_window
 from training.metrics import plot_reliability, plot_roc
 from training.models import ModelConfig
 from training.train import TrainConfig, TrainedModel, train_and_evaluate
@@ -48,7 +48,7 @@ def build_dataset(
 
     first, last = dataset.log_range(settings.data_root)
     start, end = start or first, end or last
-    days = split_days(start, end - dataset.label_window(task))
+    days = split_days(start, end - label_window(task))
     store = FeatureStore(repo_path=str(settings.feature_repo))
     training_set = dataset.build(
         store, settings.data_root, task, start, end, cutoff, service, days, days

@@ -4,6 +4,7 @@ point-in-time view of what was pushed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -231,7 +232,10 @@ def test_killed_five_times_the_worker_loses_nothing_and_counts_nothing_twice(
         worker = subprocess.Popen(
             command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(float(rng.uniform(4.0, 9.0)))
+        # Kill at a random point after the worker has joined its group: its start-up
+        # (imports, Feast registry) takes from 3 s to well over 10 s on a busy machine.
+        wait_for_group(client, worker)
+        time.sleep(float(rng.uniform(0.5, 3.0)))
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         pending_at_kill.append(client.xpending(STREAM_KEY, "stream-features")["pending"])
@@ -250,6 +254,18 @@ def test_killed_five_times_the_worker_loses_nothing_and_counts_nothing_twice(
         expected = recompute(view, events, ids, np.full(len(ids), watermark))
         actual = online_frame(store, name, ids)
         assert_same(actual, expected, view.spec.feature_names)
+
+
+def wait_for_group(client: redis.Redis, worker: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the stream worker's consumer group exists on the stream."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, "the stream worker exited before joining its group"
+        with contextlib.suppress(redis.ResponseError):
+            if any(g["name"] == b"stream-features" for g in client.xinfo_groups(STREAM_KEY)):
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the stream worker did not create its group within {timeout} s")
 
 
 @pytest.mark.real_logs
