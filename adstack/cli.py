@@ -409,6 +409,13 @@ def audit_leakage(
     task: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
     rows: Annotated[int, typer.Option(min=1, help="Training rows to recompute.")] = 1000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    gap: Annotated[
+        bool,
+        typer.Option(
+            help="Also train LR on the set and on a leaky twin (whole-log aggregates) and "
+            "report the offline AUC the leak would fake."
+        ),
+    ] = False,
 ) -> None:
     """Recompute every joined feature of sampled training rows from the raw events."""
     from training import dataset as datasets
@@ -438,6 +445,18 @@ def audit_leakage(
         err.print(f"[red]leakage audit failed[/red]: {report.mismatches:,} mismatches ({out})")
         raise typer.Exit(1)
     console.print(f"[green]no leakage[/green]: {report.compared:,} values equal; report {out}")
+    if gap:
+        from training.models import ModelConfig
+        from training.train import TrainConfig
+
+        config = TrainConfig(model=ModelConfig(kind="lr"), epochs=2)
+        with console.status("training LR on the honest set and on its leaky twin"):
+            result = leakage.auc_gap(settings.data_root, training_set, config)
+        console.print(
+            f"test AUC honest {result.honest_auc:.4f}, leaky {result.leaky_auc:.4f}: the leak "
+            f"would add {result.gap:+.4f} AUC offline that production never sees"
+        )
+        out.write_text(json.dumps(report.as_dict() | {"auc_gap": result.as_dict()}, indent=2))
 
 
 @app.command()

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,10 @@ import pandas as pd
 from feature_repo import contract
 from pipelines import events
 from training.labels import micros_of
+
+if TYPE_CHECKING:
+    from training.dataset import TrainingSet
+    from training.train import TrainConfig
 
 DAY = events.MICROS_PER_DAY
 ACTIVITY_DAYS = contract.LONGEST_BATCH_WINDOW.days + 1
@@ -267,12 +272,15 @@ class Recomputer:
         return frame
 
     def _distinct_ads(self, rows: pd.DataFrame, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Distinct ads among the user's impressions in ``[lo, hi)``; each distinct
+        index range is counted once (a leaky set asks the same range for every row)."""
         codes = self.user_ads.query_codes(rows)
         start, end = self.user_ads.bounds(codes, lo, hi)
-        return np.array(
-            [len(np.unique(self.user_ad_ids[a:b])) for a, b in zip(start, end, strict=True)],
-            dtype=np.float64,
+        ranges, inverse = np.unique(np.stack([start, end], axis=1), axis=0, return_inverse=True)
+        counts = np.array(
+            [len(np.unique(self.user_ad_ids[a:b])) for a, b in ranges], dtype=np.float64
         )
+        return counts[inverse.reshape(-1)]
 
     def profile(self, spec: contract.ViewSpec, rows: pd.DataFrame) -> pd.DataFrame:
         table = events.ADS if spec is contract.AD_PROFILE else events.USERS
@@ -402,3 +410,42 @@ def leaky_features(data_root: Path, frame: pd.DataFrame, views: list[str]) -> pd
             for column in spec.feature_names:
                 leaky[column] = values[column].to_numpy()
     return leaky
+
+
+@dataclass(frozen=True)
+class LeakageGap:
+    honest_auc: float
+    leaky_auc: float
+    model_kind: str
+    test_rows: int
+
+    @property
+    def gap(self) -> float:
+        return self.leaky_auc - self.honest_auc
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "gap": self.gap}
+
+
+def auc_gap(data_root: Path, training_set: TrainingSet, config: TrainConfig) -> LeakageGap:
+    """Train the same model on the honest set and on its leaky twin and compare test AUC.
+
+    The leaky twin keeps labels, splits and entity rows and replaces every daily
+    aggregate with its whole-log value: what a join without time semantics would give.
+    """
+    from training.train import train_and_evaluate
+
+    views = list(dict.fromkeys(f.view for f in training_set.features))
+    from training.dataset import TrainingSet
+
+    leaky = TrainingSet(
+        leaky_features(data_root, training_set.frame, views),
+        training_set.task,
+        training_set.service,
+        training_set.features,
+        training_set.splits,
+        training_set.labels,
+    )
+    honest_auc = train_and_evaluate(training_set, config).metrics["test"]["auc"]
+    leaky_auc = train_and_evaluate(leaky, config).metrics["test"]["auc"]
+    return LeakageGap(honest_auc, leaky_auc, config.model.kind, len(training_set.part("test")))
