@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 from feature_repo import contract
 from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
 from feature_repo.contract import Window as Span
+from pipelines import events
 
 COUNTS = ("impressions", "clicks", "conversions")
 # The measures each daily view counts; activity in them keeps an entity's rows.
@@ -92,9 +93,20 @@ def history_start(first_end: date) -> date:
     )
 
 
+SPARK_TYPES = {"int64": "bigint", "int32": "int", "string": "string", "double": "double"}
+
+
 def _read(spark: SparkSession, root: Path, table: str) -> DataFrame:
-    path = str(root / table)
-    return spark.read.option("basePath", path).parquet(path)
+    path = root / table
+    if not any(path.glob("date=*/*.parquet")):
+        # A source may log no events of a kind (Open Bandit has no conversions): read
+        # that table as empty rather than failing on a missing folder.
+        columns = [
+            f"`{field.name}` {SPARK_TYPES.get(str(field.type), 'timestamp')}"
+            for field in events.TABLES[table].schema
+        ]
+        return spark.createDataFrame([], ", ".join([*columns, "`date` date"]))
+    return spark.read.option("basePath", str(path)).parquet(str(path))
 
 
 def extract(spark: SparkSession, events_root: Path, first_end: date, last_end: date) -> Events:

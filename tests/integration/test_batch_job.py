@@ -3,6 +3,7 @@ recomputation from the raw events, reruns, and partition overwrite."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -208,3 +209,17 @@ def test_an_empty_range_end_removes_its_stale_partition(
     (stale_dir / "part-old.parquet").write_bytes(b"old")
     batch_features.run(spark, data_root, far, far)
     assert not stale_dir.exists()
+
+
+def test_a_source_without_conversions_gets_zero_conversion_features(tmp_path: Path, spark) -> None:
+    """Open Bandit logs clicks but no conversions: the job reads the missing table as empty."""
+    config = SimulationConfig(days=2, users=50, ads=10, impressions_per_day=500, seed=2)
+    write_simulation(config, tmp_path / "events", tmp_path / "ground_truth")
+    shutil.rmtree(tmp_path / "events" / "conversions", ignore_errors=True)
+    assert not (tmp_path / "events" / "conversions").exists()
+    end = config.start.date() + timedelta(days=2)
+    written = batch_features.run(spark, tmp_path, end, end)
+    assert written["user_daily"] > 0
+    users = ds.dataset(contract.table_dir(tmp_path, "user_daily"), format="parquet").to_table()
+    assert users.column("user_conversions_1d").to_numpy().sum() == 0
+    assert users.column("user_clicks_1d").to_numpy().sum() > 0
