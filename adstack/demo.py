@@ -87,11 +87,15 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
             if not path.exists():
                 console.print(f"[yellow]skipping {source}: {path} is absent[/yellow]")
                 continue
+            # Each real log gets its own data root: numeric ids of different sources
+            # (an app id, a simulated ad id) must never share one catalog.
             with console.status(f"ingesting and validating {source}"):
-                reports.append(ingest.ingest(source, path, settings.data_root, reports_dir))
+                root = settings.data_root / "sample_logs" / source
+                reports.append(ingest.ingest(source, path, root, reports_dir))
         features = build_features(settings, config, console)
         stream_last_day(settings, config, console)
-        train_models(settings, console)
+        # The simulated fortnight only: real sample logs share the events tables.
+        train_models(settings, console, config.start, config.start + timedelta(days=config.days))
     summary = Table("source", "rows in", "quarantined", "bad fraction", "passed", title="ingest")
     for report in reports:
         summary.add_row(
@@ -103,7 +107,8 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         )
     console.print(summary)
     console.print(
-        f"events: {settings.data_root / 'events'}\n"
+        f"events: {settings.data_root / 'events'} (sample logs: "
+        f"{settings.data_root / 'sample_logs'})\n"
         f"quarantine: {settings.data_root / 'quarantine'}\n"
         f"ground truth: {settings.data_root / 'ground_truth'}\n"
         f"ingest reports: {reports_dir}\n"
@@ -141,7 +146,7 @@ def build_features(
     return written
 
 
-def train_models(settings: Settings, console: Console) -> dict:
+def train_models(settings: Settings, console: Console, start: datetime, end: datetime) -> dict:
     """Build both training sets from Feast, audit them for leakage, then train, calibrate,
     export and register the CTR and CVR models (champion when they pass the gate)."""
     from training import leakage
@@ -151,7 +156,7 @@ def train_models(settings: Settings, console: Console) -> dict:
     runs = {}
     for task in ("ctr", "cvr"):
         with console.status(f"{task}: labelling impressions and joining features with Feast"):
-            training_set = build_dataset(settings, task)
+            training_set = build_dataset(settings, task, start, end)
         rows = training_set.summary()["rows_by_split"]
         console.print(
             f"{task} training set: " + ", ".join(f"{k} {v['rows']:,}" for k, v in rows.items())
