@@ -471,20 +471,13 @@ def train(
     ] = True,
 ) -> None:
     """Train, calibrate, evaluate, export to ONNX and register a model in MLflow."""
+    from adstack.demo import epoch_bars
     from training.pipeline import train as train_job
     from training.train import metric_summary
 
     settings = get_settings()
     with _progress() as progress:
-        bars: dict[int, int] = {}
-
-        def step(epoch: int, batch: int, batches: int, loss: float) -> None:
-            if epoch not in bars:
-                bars[epoch] = progress.add_task(f"epoch {epoch + 1}", total=batches)
-            progress.update(
-                bars[epoch], completed=batch, description=f"epoch {epoch + 1} loss {loss:.4f}"
-            )
-
+        step = epoch_bars(progress, model)
         try:
             run = train_job(settings, model, kind, epochs, promote, step)  # type: ignore[arg-type]
         except (FileNotFoundError, ValueError, RuntimeError) as error:

@@ -171,7 +171,7 @@ def train_models(settings: Settings, console: Console, start: datetime, end: dat
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
         ) as progress:
-            step = _epoch_bars(progress, task)
+            step = epoch_bars(progress, task)
             run = train(settings, task, epochs=2, progress=step, training_set=training_set)
         reg = run.registration
         status = "champion" if reg.champion else "not promoted: " + "; ".join(reg.gate_reasons)
@@ -188,7 +188,7 @@ def train_models(settings: Settings, console: Console, start: datetime, end: dat
     return runs
 
 
-def _epoch_bars(progress, task: str):
+def epoch_bars(progress: Progress, task: str):
     """A training progress callback drawing one bar per epoch."""
     bars: dict[int, object] = {}
 
