@@ -56,7 +56,6 @@ section.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -81,10 +80,16 @@ from training import calibration, dataset
 from training.dataset import SplitDays, TrainingSet, service_features
 from training.feature_map import Encoded, FeatureMap
 from training.labels import labelled_impressions
-from training.metrics import auc, auc_interval, evaluate
+from training.metrics import auc, auc_interval, evaluate, log_loss
 from training.models import ModelConfig
 from training.pipeline import split_days
-from training.train import TrainConfig, fit_feature_map, predict, train_and_evaluate
+from training.train import (
+    EarlyStopping,
+    TrainConfig,
+    fit_feature_map,
+    predict,
+    train_and_evaluate,
+)
 
 COMMAND = "python -m bench.quality"
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -537,11 +542,6 @@ class EpochTimer:
         self.seconds.append(time.perf_counter() - self._began)
 
 
-def _bce(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
-
-
 def fit_deepctr(
     model,
     x_train: dict,
@@ -552,7 +552,7 @@ def fit_deepctr(
     """Our protocol around deepctr-torch's ``fit``: one epoch per call, the calibration
     split's loss after each, patience as ours, the best epoch's weights kept."""
     timer = EpochTimer()
-    best, best_state, stale, history = float("inf"), None, 0, []
+    stopping, history = EarlyStopping(config.patience), []
     for epoch in range(config.epochs):
         model.fit(
             x_train, y_train, batch_size=config.batch_size, epochs=1, verbose=0,
@@ -567,14 +567,9 @@ def fit_deepctr(
                 "examples_per_second": len(y_train) / timer.seconds[-1],
             }
         )
-        if loss < best - 1e-6:
-            best, best_state, stale = loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale > config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopping.stop(model, loss):
+            break
+    stopping.restore(model)
     return history, timer.seconds
 
 
@@ -618,7 +613,11 @@ def run_deepctr_dcn(views: Views, config: TrainConfig) -> dict:
         return model.predict(x[split], batch_size=65_536).ravel().astype(np.float64)
 
     history, _ = fit_deepctr(
-        model, x["train"], y["train"], lambda: _bce(y["calibration"], p_of("calibration")), config
+        model,
+        x["train"],
+        y["train"],
+        lambda: log_loss(y["calibration"], p_of("calibration")),
+        config,
     )
     seconds = time.perf_counter() - began
     p_cal, p_test = p_of("calibration"), p_of("test")
@@ -666,7 +665,7 @@ def run_deepctr_esmm(views: Views, config: TrainConfig) -> dict:
 
     def holdout_loss() -> float:
         p_ctr, p_ctcvr = outputs("calibration")
-        return _bce(click["calibration"], p_ctr) + _bce(ctcvr["calibration"], p_ctcvr)
+        return log_loss(click["calibration"], p_ctr) + log_loss(ctcvr["calibration"], p_ctcvr)
 
     y_train = np.stack([click["train"], ctcvr["train"]], axis=1)
     history, _ = fit_deepctr(model, x["train"], y_train, holdout_loss, config)

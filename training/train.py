@@ -180,7 +180,7 @@ def fit_model(
     hold_click = torch.from_numpy(holdout_labels["click"].to_numpy(np.float32))
     hold_conversion = torch.from_numpy(holdout_labels["conversion"].to_numpy(np.float32))
     generator = torch.Generator().manual_seed(config.seed)
-    best_loss, best_state, stale, history = float("inf"), None, 0, []
+    stopping, history = EarlyStopping(config.patience), []
     batch_size = effective_batch_size(config.batch_size, len(sparse))
     batches = (len(sparse) + batch_size - 1) // batch_size
     for epoch in range(config.epochs):
@@ -201,22 +201,7 @@ def fit_model(
             if progress is not None:
                 progress(epoch, step + 1, batches, loss.item())
         seconds = time.perf_counter() - started
-        model.eval()
-        with torch.no_grad():
-            hold_loss = float(
-                sum(
-                    float(
-                        criterion(
-                            model(hold[0][s : s + 65_536], hold[1][s : s + 65_536]),
-                            hold_click[s : s + 65_536],
-                            hold_conversion[s : s + 65_536],
-                        )
-                    )
-                    * len(hold_click[s : s + 65_536])
-                    for s in range(0, len(hold_click), 65_536)
-                )
-                / max(len(hold_click), 1)
-            )
+        hold_loss = mean_loss(model, criterion, hold, hold_click, hold_conversion)
         history.append(
             {
                 "epoch": epoch + 1,
@@ -226,17 +211,57 @@ def fit_model(
                 "batch_size": batch_size,
             }
         )
-        if hold_loss < best_loss - 1e-6:
-            best_loss, best_state, stale = hold_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale > config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopping.stop(model, hold_loss):
+            break
+    stopping.restore(model)
     retire_untrained_buckets(model, feature_map, train.sparse)
     model.eval()
     return model, history
+
+
+class EarlyStopping:
+    """Keeps the weights of the epoch with the lowest holdout loss; says stop after
+    ``patience`` epochs in a row without improvement."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = float("inf")
+        self.best_state: dict | None = None
+        self.stale = 0
+
+    def stop(self, model: nn.Module, holdout_loss: float) -> bool:
+        if holdout_loss < self.best - 1e-6:
+            self.best, self.best_state, self.stale = (
+                holdout_loss,
+                copy.deepcopy(model.state_dict()),
+                0,
+            )
+            return False
+        self.stale += 1
+        return self.stale > self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def mean_loss(
+    model: nn.Module,
+    criterion: Callable[..., torch.Tensor],
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    click: torch.Tensor,
+    conversion: torch.Tensor,
+    chunk: int = 65_536,
+) -> float:
+    """The criterion's mean over all rows, evaluated in chunks without gradients."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(click), chunk):
+            rows = slice(s, s + chunk)
+            output = model(inputs[0][rows], inputs[1][rows])
+            total += float(criterion(output, click[rows], conversion[rows])) * len(click[rows])
+    return total / max(len(click), 1)
 
 
 MIN_STEPS_PER_EPOCH = 100
