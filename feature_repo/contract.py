@@ -208,8 +208,20 @@ USER_PROFILE = ViewSpec(
     "Declared and inferred user attributes, as of their last update.",
 )
 
+CAMPAIGN_PROFILE = ViewSpec(
+    "campaign_profile",
+    (CAMPAIGN,),
+    (
+        Feature("campaign_advertiser_id", INT64, source="advertiser_id"),
+        Feature("campaign_daily_budget", FLOAT64, source="daily_budget"),
+    ),
+    PROFILE_TTL,
+    "The campaign catalog: owner and daily budget (null: unlimited), the pacing plan's "
+    "input. No model reads it.",
+)
+
 DAILY_VIEWS = (USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY)
-PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE)
+PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE, CAMPAIGN_PROFILE)
 # The views the Spark batch job writes, by name.
 VIEWS = {spec.name: spec for spec in (*DAILY_VIEWS, *PROFILE_VIEWS)}
 

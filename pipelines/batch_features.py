@@ -78,6 +78,7 @@ class Events:
     conversions: DataFrame  # impression_id, event_timestamp
     ads: DataFrame  # ad_id, campaign_id, advertiser_id, category, format, bid_type, bid, created_at
     users: DataFrame  # user_id, age_bucket, gender, country, os, updated_at
+    campaigns: DataFrame  # campaign_id, advertiser_id, daily_budget, created_at
     first_seen: DataFrame  # ad_id, event_timestamp: every impression before the range ends
 
 
@@ -125,6 +126,7 @@ def extract(spark: SparkSession, events_root: Path, first_end: date, last_end: d
         .select("impression_id", "event_timestamp"),
         ads=_read(spark, events_root, "ads").drop("date"),
         users=_read(spark, events_root, "users").drop("date"),
+        campaigns=_read(spark, events_root, "campaigns").drop("date"),
         first_seen=impressions.where(F.col("date") < hi).select("ad_id", "event_timestamp"),
     )
 
@@ -513,6 +515,9 @@ def transform(events: Events, first_end: date, last_end: date) -> FeatureTables:
         ),
         contract.AD_PROFILE.name: profile(events.ads, contract.AD_PROFILE, "created_at"),
         contract.USER_PROFILE.name: profile(events.users, contract.USER_PROFILE, "updated_at"),
+        contract.CAMPAIGN_PROFILE.name: profile(
+            events.campaigns, contract.CAMPAIGN_PROFILE, "created_at"
+        ),
     }
     return FeatureTables(tables, activity, [activity, priors, users])
 

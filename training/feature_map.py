@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,18 @@ def splitmix64(values: np.ndarray, seed: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+@dataclass(frozen=True)
+class Masked:
+    """Exact int64 ids with a presence mask (serving's online values): no object arrays,
+    no float round trip."""
+
+    values: np.ndarray  # int64
+    present: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 @dataclass
 class SparseField:
     name: str
@@ -59,12 +72,32 @@ class SparseField:
     def cardinality(self) -> int:
         return self.buckets if self.kind == HASH else len(self.vocabulary) + 1
 
-    def indices(self, values: np.ndarray) -> tuple[np.ndarray, int]:
-        """Embedding row per value (int64) and how many values were missing."""
+    @cached_property
+    def lookup(self) -> dict[str, int]:
+        return {value: index for index, value in enumerate(self.vocabulary, 1)}
+
+    def indices(self, values: Any, rows: int) -> tuple[np.ndarray, int]:
+        """Embedding row per value (int64) and how many values were missing. A scalar
+        value is broadcast to ``rows``."""
+        if np.ndim(values) == 0 and not isinstance(values, Masked):
+            index, missing = self.indices(np.array([values], dtype=object), 1)
+            return np.full(rows, index[0], dtype=np.int64), missing * rows
         if self.kind == HASH:
             numbers, present = _ids(values)
-            rows = (splitmix64(numbers, self.seed) % np.uint64(self.buckets - 1)).astype(np.int64)
-            return np.where(present, rows + 1, MISSING_INDEX), int((~present).sum())
+            hashed = (splitmix64(numbers, self.seed) % np.uint64(self.buckets - 1)).astype(np.int64)
+            return np.where(present, hashed + 1, MISSING_INDEX), int((~present).sum())
+        if isinstance(values, Masked):
+            text = values.values.astype(str).astype(object)
+            values = np.where(values.present, text, None)
+        values = np.asarray(values)
+        if values.dtype == object:
+            items = values.tolist()
+            if all(type(v) is str or v is None for v in items):
+                lookup = self.lookup
+                codes = [
+                    lookup.get(v, MISSING_INDEX) if v is not None else MISSING_INDEX for v in items
+                ]
+                return np.array(codes, dtype=np.int64), items.count(None)
         as_text = _text(values)
         codes = pd.Categorical(as_text, categories=self.vocabulary).codes.astype(np.int64) + 1
         return codes, int(pd.isna(as_text).sum())
@@ -78,14 +111,18 @@ class DenseField:
     mean: float
     std: float
 
-    def values(self, raw: np.ndarray) -> tuple[np.ndarray, int]:
-        numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
-        missing = np.isnan(numbers)
-        numbers = np.where(missing, self.fill, numbers)
-        if self.transform == "log1p":
-            numbers = np.log1p(np.maximum(numbers, 0.0))
-        scaled = np.clip((numbers - self.mean) / self.std, -Z_LIMIT, Z_LIMIT)
-        return scaled.astype(np.float32), int(missing.sum())
+
+def _numbers(raw: Any, rows: int) -> np.ndarray:
+    """float64 values (NaN for missing or non-numeric); a scalar is broadcast."""
+    if isinstance(raw, Masked):
+        return np.where(raw.present, raw.values.astype(np.float64), np.nan)
+    if np.ndim(raw) == 0:
+        value = pd.to_numeric(pd.Series([raw]), errors="coerce").to_numpy(dtype=np.float64)[0]
+        return np.full(rows, value)
+    values = np.asarray(raw)
+    if values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
 
 
 @dataclass
@@ -155,21 +192,33 @@ class FeatureMap:
             )
         return cls(sparse, dense_fields)
 
-    def transform(self, columns: Mapping[str, Any]) -> Encoded:
-        """Encode columns (a DataFrame or a dict of arrays) into model inputs."""
+    @cached_property
+    def _dense_params(self) -> tuple[np.ndarray, ...]:
+        fill = np.array([d.fill for d in self.dense], dtype=np.float64)
+        log = np.array([d.transform == "log1p" for d in self.dense])
+        mean = np.array([d.mean for d in self.dense], dtype=np.float64)
+        std = np.array([d.std for d in self.dense], dtype=np.float64)
+        return fill, log, mean, std
+
+    def transform(self, columns: Mapping[str, Any], rows: int | None = None) -> Encoded:
+        """Encode columns into model inputs. ``columns`` is a DataFrame or a mapping of
+        arrays, :class:`Masked` ids or scalars (broadcast to ``rows``, which defaults to
+        the length of the first array)."""
+        n = rows if rows is not None else _rows(columns)
         missing: dict[str, int] = {}
-        sparse_columns = []
-        for f in self.sparse:
-            rows, missing[f.name] = f.indices(np.asarray(columns[f.name]))
-            sparse_columns.append(rows)
-        dense_columns = []
-        for d in self.dense:
-            values, missing[d.name] = d.values(np.asarray(columns[d.name]))
-            dense_columns.append(values)
-        n = len(sparse_columns[0]) if sparse_columns else len(dense_columns[0])
-        sparse = np.stack(sparse_columns, axis=1) if sparse_columns else np.zeros((n, 0), np.int64)
-        dense = np.stack(dense_columns, axis=1) if dense_columns else np.zeros((n, 0), np.float32)
-        return Encoded(np.ascontiguousarray(sparse), np.ascontiguousarray(dense), missing)
+        sparse = np.zeros((n, len(self.sparse)), dtype=np.int64)
+        for j, f in enumerate(self.sparse):
+            sparse[:, j], missing[f.name] = f.indices(_column(columns, f.name), n)
+        raw = np.empty((n, len(self.dense)), dtype=np.float64)
+        for j, d in enumerate(self.dense):
+            raw[:, j] = _numbers(_column(columns, d.name), n)
+        absent = np.isnan(raw)
+        missing.update(zip(self.dense_names, absent.sum(axis=0).tolist(), strict=True))
+        fill, log, mean, std = self._dense_params
+        values = np.where(absent, fill, raw)
+        values = np.where(log, np.log1p(np.maximum(values, 0.0)), values)
+        dense = np.clip((values - mean) / std, -Z_LIMIT, Z_LIMIT).astype(np.float32)
+        return Encoded(sparse, np.ascontiguousarray(dense), missing)
 
     def to_dict(self) -> dict:
         return {
@@ -184,8 +233,31 @@ class FeatureMap:
         )
 
 
-def _ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int64 ids and a presence mask from int, nullable-int or object arrays."""
+def _column(columns: Mapping[str, Any], name: str) -> Any:
+    value = columns[name]
+    if not isinstance(value, pd.Series):
+        return value
+    if pd.api.types.is_integer_dtype(value.dtype) and value.hasnans:
+        # numpy turns a nullable integer column with NA into float64, which loses ids
+        # above 2**53: keep the integers exact.
+        return Masked(value.fillna(0).to_numpy(np.int64), value.notna().to_numpy())
+    return np.asarray(value)
+
+
+def _rows(columns: Mapping[str, Any]) -> int:
+    if isinstance(columns, pd.DataFrame):
+        return len(columns)
+    for value in columns.values():
+        if isinstance(value, Masked) or np.ndim(value) > 0:
+            return len(value)
+    raise ValueError("every column is a scalar: pass rows")
+
+
+def _ids(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ids and a presence mask from int, nullable-int, object or masked arrays."""
+    if isinstance(values, Masked):
+        return values.values.astype(np.int64), values.present.astype(bool)
+    values = np.asarray(values)
     if values.dtype.kind in "iu":
         return values.astype(np.int64), np.ones(len(values), dtype=bool)
     series = pd.Series(values)
