@@ -107,28 +107,28 @@ class EventProducer:
     def send(self, events: Events, chunk: int = 5_000) -> list[bytes]:
         """Append ``events`` in order; returns their entry ids."""
         ids: list[bytes] = []
-        rows = zip(
-            [KINDS[k] for k in events.kind.tolist()],
-            events.ts.tolist(),
-            events.user_id.tolist(),
-            events.ad_id.tolist(),
-            events.campaign_id.tolist(),
-            events.impression_id.tolist(),
-            events.cost_micros.tolist(),
-            strict=True,
-        )
         pipe = self.client.pipeline(transaction=False)
-        for i, row in enumerate(rows, 1):
-            pipe.xadd(
-                self.stream,
-                dict(zip(FIELDS, row, strict=True)),
-                maxlen=self.maxlen,
-                approximate=True,
-            )
+        for i, fields in enumerate(entries(events), 1):
+            pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
             if i % chunk == 0:
                 ids += pipe.execute()
         ids += pipe.execute()
         return ids
+
+
+def entries(events: Events) -> list[dict]:
+    """The stream entry of each event, in order (what ``XADD`` writes)."""
+    rows = zip(
+        [KINDS[k] for k in events.kind.tolist()],
+        events.ts.tolist(),
+        events.user_id.tolist(),
+        events.ad_id.tolist(),
+        events.campaign_id.tolist(),
+        events.impression_id.tolist(),
+        events.cost_micros.tolist(),
+        strict=True,
+    )
+    return [dict(zip(FIELDS, row, strict=True)) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,251 @@
+"""The scorer: ``uvicorn serving.app:app`` (or ``adstack serve --workers N``).
+
+The lifespan opens everything once: settings, the champion CTR and CVR models from the
+registry (ONNX sessions and manifests), the async Redis pool. Handlers are a few lines;
+the work is in ``serving.service``. Answers without online features (Redis down, slow
+or backing off) are marked ``degraded`` and are never a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving import schemas
+from serving.config import ServingSettings
+from serving.scoring import LoadedModel
+from serving.service import Service
+from serving.telemetry import Stopwatch
+
+log = logging.getLogger("adstack.serving")
+JSON = "application/json"
+ModelLoader = Callable[[ServingSettings], tuple[LoadedModel, LoadedModel]]
+
+
+def registry_models(settings: ServingSettings) -> tuple[LoadedModel, LoadedModel]:
+    """The models the registry's alias (``champion``) points to."""
+    from training import registry
+
+    return tuple(  # type: ignore[return-value]
+        LoadedModel.load(
+            registry.resolve(settings, name, settings.model_alias), settings.onnx_threads
+        )
+        for name in (settings.ctr_model, settings.cvr_model)
+    )
+
+
+def redis_pool(settings: ServingSettings) -> aioredis.Redis:
+    timeout = max(0.05, settings.redis_deadline_ms / 1000 * 4)
+    return aioredis.Redis.from_url(
+        settings.effective_redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=settings.redis_max_connections,
+        health_check_interval=30,
+    )
+
+
+class BodyLimit:
+    """413 for bodies over the limit, declared or streamed, before anything parses them."""
+
+    def __init__(self, app: Any, limit: Callable[[], int]) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope.setdefault("state", {})["started"] = time.perf_counter()
+        limit = self.limit()
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _too_large(limit, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Callable) -> None:
+    body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    loader: ModelLoader = registry_models, settings: ServingSettings | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or ServingSettings()
+        config.check_secure()
+        ctr, cvr = await asyncio.to_thread(loader, config)
+        client = redis_pool(config)
+        app.state.service = Service(config, client, ctr, cvr)
+        app.state.loader = loader
+        log.info("serving ctr %s, cvr %s", ctr.version, cvr.version)
+        try:
+            yield
+        finally:
+            await app.state.service.drain()
+            await client.aclose()
+
+    app = FastAPI(
+        title="adstack scorer",
+        description="Online features from Redis, calibrated ONNX CTR and CVR, and the auction.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=lambda: _limit(app))
+    _routes(app)
+    return app
+
+
+def _limit(app: FastAPI) -> int:
+    service = getattr(app.state, "service", None)
+    return service.settings.max_body_bytes if service else 1 << 20
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    expected = service.settings.api_token.encode()
+    given = credentials.credentials.encode() if credentials else b""
+    if not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+Authorised = Depends(require_token)
+
+
+def _watch(request: Request) -> Stopwatch:
+    """Stage timer started when the first byte arrived; 'parse' covers body reading,
+    JSON decoding, validation and routing."""
+    watch = Stopwatch(request.scope.get("state", {}).get("started"))
+    watch.lap("parse")
+    return watch
+
+
+def _respond(service: ServiceDep, endpoint: str, model: Any, watch: Stopwatch) -> Response:
+    started = time.perf_counter()
+    body = model.model_dump_json()
+    watch.ms["serialise"] = round((time.perf_counter() - started) * 1000, 3)
+    watch.observe(service.telemetry, endpoint)
+    service.telemetry.request_seconds.labels(endpoint).observe(time.perf_counter() - watch.started)
+    service.telemetry.requests.labels(endpoint, "200").inc()
+    return Response(body, media_type=JSON)
+
+
+def _routes(app: FastAPI) -> None:
+    @app.post("/v1/auction", response_model=schemas.AuctionResponse)
+    async def run_auction(
+        body: schemas.AuctionRequest, request: Request, service: ServiceDep
+    ) -> Response:
+        watch = _watch(request)
+        _check_candidates([c.ad_id for c in body.candidates], service)
+        result = await service.auction(body, watch)
+        service.log_served(body, result)
+        return _respond(service, "auction", result.response, watch)
+
+    @app.post("/v1/score", response_model=schemas.ScoreResponse)
+    async def score(body: schemas.ScoreRequest, request: Request, service: ServiceDep) -> Response:
+        watch = _watch(request)
+        _check_candidates(body.ad_ids, service)
+        return _respond(service, "score", await service.score(body, watch), watch)
+
+    @app.post("/v1/events", response_model=schemas.EventsResponse, dependencies=[Authorised])
+    async def events(body: schemas.EventsRequest, service: ServiceDep) -> schemas.EventsResponse:
+        if len(body.events) > service.settings.max_events:
+            raise HTTPException(422, f"at most {service.settings.max_events} events per call")
+        try:
+            accepted = await service.send_events(body.events)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from error
+        except Exception as error:  # the stream is unreachable: tell the client to retry
+            service.telemetry.errors.labels("events").inc()
+            raise HTTPException(503, f"event stream unavailable, retry: {error}") from error
+        return schemas.EventsResponse(accepted=accepted)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(service: ServiceDep) -> JSONResponse:
+        redis_ok = await service.ready()
+        body = {"models": service.versions, "redis": redis_ok}
+        return JSONResponse(body, status_code=200 if redis_ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(service: ServiceDep) -> Response:
+        return Response(generate_latest(service.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", response_model=schemas.ReloadResponse, dependencies=[Authorised])
+    async def reload(request: Request, service: ServiceDep) -> schemas.ReloadResponse:
+        """Load the models the alias points to now, if they moved."""
+        try:
+            ctr, cvr = await asyncio.to_thread(request.app.state.loader, service.settings)
+        except LookupError as error:
+            raise HTTPException(409, str(error)) from error
+        moved = (ctr.version, cvr.version) != (
+            service.scorer.ctr.version,
+            service.scorer.cvr.version,
+        )
+        if moved:
+            service.swap_models(ctr, cvr)
+        return schemas.ReloadResponse(reloaded=moved, model_versions=service.versions)
+
+
+def _check_candidates(ad_ids: list[int], service: Service) -> None:
+    limit = service.settings.max_candidates
+    if len(ad_ids) > limit:
+        raise HTTPException(422, f"at most {limit} candidates per request, got {len(ad_ids)}")
+    if len(set(ad_ids)) != len(ad_ids):
+        raise HTTPException(422, "candidate ad ids must be unique")
+
+
+app = create_app()

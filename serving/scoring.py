@@ -1,0 +1,316 @@
+"""From an ad request to calibrated pCTR and pCVR per candidate.
+
+fetch -> assemble -> score. The features the models read are the manifests' (the
+feature services they were trained on), assembled with the request-time transforms of
+``feature_repo/contract.py::request_features`` and encoded by the manifests' feature
+maps: the code training used, so serving cannot compute a feature differently.
+
+One pipelined Redis round trip reads the user, the candidates, their advertisers and
+campaigns and the user-by-category rows. Which advertiser, campaign and category an ad
+belongs to is in the ad's own profile, so the scorer keeps the ad -> (campaign,
+advertiser, category, bid) mapping of every ad it has read; it is refreshed by every
+read of the ad (the ad's hash holds its profile), and an ad not yet known, or whose
+profile changed, costs one more round trip for its campaign, advertiser and category.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from feature_repo import contract
+from serving.online import GroupValues, OnlineLayout, OnlineReader
+from training import calibration
+from training.export import DENSE_INPUT, SPARSE_INPUT, session
+from training.feature_map import FeatureMap, Masked
+from training.registry import ResolvedModel
+
+USER, AD, ADVERTISER, CAMPAIGN, USER_CATEGORY = (
+    "user_id",
+    "ad_id",
+    "advertiser_id",
+    "campaign_id",
+    "category+user_id",
+)
+# Views the auction reads besides the models' features: the ad's bid and owner, its
+# streamed delivery (exploration), the campaign's budget and spend today (pacing).
+AUCTION_VIEWS = ("ad_profile", "ad_stream", "campaign_profile", "campaign_stream")
+AUCTION_COLUMNS = (
+    ("ad_stream", "ad_impressions_24h"),
+    ("ad_stream", "ad_clicks_24h"),
+    ("campaign_profile", "campaign_daily_budget"),
+    ("campaign_stream", "campaign_spend_today"),
+)
+
+
+@dataclass
+class LoadedModel:
+    """A registered model ready to score: its ONNX session and manifest."""
+
+    name: str
+    version: str
+    manifest: dict[str, Any]
+    session: ort.InferenceSession
+    feature_map: FeatureMap
+    output: str  # the graph output to run, e.g. "cvr_logit"
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, threads: int = 1) -> LoadedModel:
+        return cls.from_files(resolved.name, resolved.version, resolved.directory, threads)
+
+    @classmethod
+    def from_files(cls, name: str, version: str, directory: Path, threads: int = 1) -> LoadedModel:
+        import json
+
+        manifest = json.loads((directory / "manifest.json").read_text())
+        return cls(
+            name,
+            version,
+            manifest,
+            session(directory / "model.onnx", threads),
+            FeatureMap.from_dict(manifest["feature_map"]),
+            f"{manifest['served_output']}_logit",
+        )
+
+    @property
+    def views(self) -> list[str]:
+        return list(dict.fromkeys(f["view"] for f in self.manifest["features"]))
+
+    def predict(self, columns: Mapping[str, Any], rows: int) -> tuple[np.ndarray, dict[str, int]]:
+        """Calibrated probabilities of the served output, and missing values per field."""
+        encoded = self.feature_map.transform(columns, rows)
+        (logit,) = self.session.run(
+            [self.output], {SPARSE_INPUT: encoded.sparse, DENSE_INPUT: encoded.dense}
+        )
+        raw = 1.0 / (1.0 + np.exp(-logit.astype(np.float64).ravel()))
+        return calibration.apply(self.manifest["calibration"], raw), encoded.missing
+
+
+@dataclass(frozen=True)
+class AdProfile:
+    campaign_id: int | None
+    advertiser_id: int | None
+    category: str | None
+    bid: float | None
+    bid_type: str | None
+
+
+@dataclass
+class Request:
+    """One ad request, column-wise over its candidates (ad ids unique)."""
+
+    user_id: int
+    ad_ids: np.ndarray  # int64
+    timestamp_micros: int
+    position: int
+    placement: str | None
+    device: str | None
+    country: str | None
+
+
+@dataclass
+class Fetched:
+    """Online features of one request; ``degraded`` when Redis could not be read."""
+
+    groups: dict[str, GroupValues]
+    profiles: list[AdProfile | None]  # per candidate
+    degraded: bool
+    round_trips: int
+    # Row of each entity in its group's values, by group and join-key values.
+    index: dict[str, dict[tuple, int]] = field(default_factory=dict)
+    expired: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    pctr: np.ndarray
+    pcvr: np.ndarray
+    missing: int  # values filled from the manifests, both models
+    columns: dict[str, Any]  # what the models read (for the served-features log)
+
+
+class Scorer:
+    def __init__(self, ctr: LoadedModel, cvr: LoadedModel, project: str = "adstack") -> None:
+        self.ctr, self.cvr = ctr, cvr
+        views = [*ctr.views, *cvr.views, *AUCTION_VIEWS]
+        self.layout = OnlineLayout.of(views, project)
+        self.reader = OnlineReader(self.layout)
+        self.profiles: dict[int, AdProfile] = {}
+        self.features = {
+            f["name"]: (f["view"], f["dtype"])
+            for model in (ctr, cvr)
+            for f in model.manifest["features"]
+        }
+        dtypes = {f.name: f.dtype for spec in contract.ALL_VIEWS.values() for f in spec.features}
+        self.features.update({name: (view, dtypes[name]) for view, name in AUCTION_COLUMNS})
+        self.view_group = {
+            v.name: g for g, group in self.layout.groups.items() for v in group.views
+        }
+
+    # ------------------------------------------------------------------ fetch
+
+    def _plan(self, request: Request, ads: Sequence[AdProfile | None]) -> dict[str, list]:
+        known = [p for p in ads if p is not None]
+        campaigns = {p.campaign_id for p in known if p.campaign_id is not None}
+        advertisers = {p.advertiser_id for p in known if p.advertiser_id is not None}
+        categories = {p.category for p in known if p.category is not None}
+        plan: dict[str, list] = {}
+        for group, rows in (
+            (ADVERTISER, [[a] for a in sorted(advertisers)]),
+            (CAMPAIGN, [[c] for c in sorted(campaigns)]),
+            (USER_CATEGORY, [[c, request.user_id] for c in sorted(categories)]),
+        ):
+            if group in self.layout.groups and rows:
+                plan[group] = rows
+        return plan
+
+    async def fetch(self, client: Any, request: Request, deadline_s: float) -> Fetched:
+        """Read every group the models and the auction need; raises on Redis errors or
+        when the deadline passes (the caller answers degraded)."""
+        cached = [self.profiles.get(int(a)) for a in request.ad_ids.tolist()]
+        first = {USER: [[request.user_id]], AD: [[a] for a in request.ad_ids.tolist()]}
+        first.update(self._plan(request, cached))
+        groups = await asyncio.wait_for(
+            self.reader.read(client, first, request.timestamp_micros), deadline_s
+        )
+        profiles = self._profiles(groups[AD], request.ad_ids)
+        round_trips = 1
+        changed = [
+            fresh
+            for fresh, old in zip(profiles, cached, strict=True)
+            if fresh is not None and fresh != old
+        ]
+        if changed:
+            planned = {g: {tuple(r) for r in rows} for g, rows in first.items()}
+            more = {
+                g: [r for r in rows if tuple(r) not in planned.get(g, set())]
+                for g, rows in self._plan(request, changed).items()
+            }
+            more = {g: rows for g, rows in more.items() if rows}
+            if more:
+                extra = await asyncio.wait_for(
+                    self.reader.read(client, more, request.timestamp_micros), deadline_s
+                )
+                round_trips += 1
+                for g, values in extra.items():
+                    groups[g] = _concat(groups[g], values) if g in groups else values
+                    first[g] = [*first.get(g, []), *more[g]]
+        index = {g: {tuple(r): i for i, r in enumerate(rows)} for g, rows in first.items()}
+        expired = {
+            view: count for g in groups.values() for view, count in g.expired.items() if count
+        }
+        return Fetched(groups, profiles, False, round_trips, index, expired)
+
+    def degraded(self, request: Request) -> Fetched:
+        """No Redis: cached ad profiles, every feature missing (filled from the manifests)."""
+        profiles = [self.profiles.get(int(a)) for a in request.ad_ids.tolist()]
+        return Fetched({}, profiles, True, 0)
+
+    def _profiles(self, ads: GroupValues, ad_ids: np.ndarray) -> list[AdProfile | None]:
+        out: list[AdProfile | None] = []
+        campaign, advertiser = ads.integers["ad_campaign_id"], ads.integers["ad_advertiser_id"]
+        has_campaign, has_advertiser = (
+            ads.present["ad_campaign_id"],
+            ads.present["ad_advertiser_id"],
+        )
+        bids = ads.numbers["ad_bid"]
+        for row, ad_id in enumerate(ad_ids.tolist()):
+            if not (has_campaign[row] or has_advertiser[row]):
+                out.append(None)
+                continue
+            profile = AdProfile(
+                int(campaign[row]) if has_campaign[row] else None,
+                int(advertiser[row]) if has_advertiser[row] else None,
+                ads.strings["ad_category"][row],
+                None if np.isnan(bids[row]) else float(bids[row]),
+                ads.strings["ad_bid_type"][row],
+            )
+            self.profiles[ad_id] = profile
+            out.append(profile)
+        return out
+
+    # ------------------------------------------------------------------ assemble
+
+    def column(self, fetched: Fetched, name: str, keys: dict[str, list]) -> Any:
+        """One feature over the candidates: a broadcast scalar for user-level features."""
+        view, dtype = self.features[name]
+        group = self.view_group[view]
+        values = fetched.groups.get(group)
+        if values is None:  # degraded, or no candidate has an entity of the group
+            return None
+        if group == USER:
+            return values.value(name, 0)
+        index = fetched.index[group]
+        rows = np.array(
+            [index.get(k, -1) if k is not None else -1 for k in keys[group]], dtype=np.int64
+        )
+        found = rows >= 0
+        rows = np.where(found, rows, 0)
+        if dtype == contract.STRING:
+            return np.where(found, values.strings[name][rows], None)
+        if dtype == contract.INT64:
+            return Masked(values.integers[name][rows], found & values.present[name][rows])
+        return np.where(found, values.numbers[name][rows], np.nan)
+
+    def assemble(self, fetched: Fetched, request: Request) -> dict[str, Any]:
+        """Every column either model reads, in the shape the feature maps encode."""
+        profiles = fetched.profiles
+        campaign = [p.campaign_id if p else None for p in profiles]
+        advertiser = [p.advertiser_id if p else None for p in profiles]
+        category = [p.category if p else None for p in profiles]
+        keys = {
+            AD: [(int(a),) for a in request.ad_ids.tolist()],
+            CAMPAIGN: [(c,) if c is not None else None for c in campaign],
+            ADVERTISER: [(a,) if a is not None else None for a in advertiser],
+            USER_CATEGORY: [(c, request.user_id) if c is not None else None for c in category],
+        }
+        contextual = contract.request_features(
+            np.array([request.timestamp_micros]),
+            np.array([request.position]),
+            np.array([request.placement], dtype=object),
+            np.array([request.device], dtype=object),
+            np.array([request.country], dtype=object),
+        )
+        columns: dict[str, Any] = {name: values[0] for name, values in contextual.items()}
+        columns["hour_of_day"] = int(columns["hour_of_day"])
+        columns["day_of_week"] = int(columns["day_of_week"])
+        columns["position"] = int(columns["position"])
+        columns["user_id"] = request.user_id
+        columns["ad_id"] = request.ad_ids
+        columns["campaign_id"] = _masked(campaign)
+        columns["advertiser_id"] = _masked(advertiser)
+        columns["category"] = np.array(category, dtype=object)
+        for name in self.features:
+            columns[name] = self.column(fetched, name, keys)
+        return columns
+
+    def score(self, columns: Mapping[str, Any], rows: int) -> Scored:
+        pctr, missing_ctr = self.ctr.predict(columns, rows)
+        pcvr, missing_cvr = self.cvr.predict(columns, rows)
+        missing = sum(missing_ctr.values()) + sum(missing_cvr.values())
+        return Scored(pctr, pcvr, missing, dict(columns))
+
+
+def _masked(values: Sequence[int | None]) -> Masked:
+    present = np.array([v is not None for v in values], dtype=bool)
+    return Masked(np.array([v or 0 for v in values], dtype=np.int64), present)
+
+
+def _concat(a: GroupValues, b: GroupValues) -> GroupValues:
+    out = GroupValues(a.entities + b.entities)
+    for attr in ("numbers", "integers", "present", "strings", "timestamps"):
+        left, right = getattr(a, attr), getattr(b, attr)
+        getattr(out, attr).update({k: np.concatenate([left[k], right[k]]) for k in left})
+    out.expired = {k: a.expired.get(k, 0) + b.expired.get(k, 0) for k in {*a.expired, *b.expired}}
+    return out
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000

@@ -1,0 +1,382 @@
+"""What the scorer's handlers call: one object holding the models, the Redis pool and the
+metrics, with one method per endpoint's work. Pure rules live in ``auction.py``; feature
+reading and scoring in ``scoring.py``; this module wires them and owns the failure
+policy (degraded answers, backoff) and the served-features log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from redis.exceptions import RedisError
+
+from pipelines import event_bus
+from serving import auction, schemas
+from serving.auction import Exploration, Pacing
+from serving.config import ServingSettings
+from serving.scoring import Fetched, LoadedModel, Request, Scored, Scorer, now_micros
+from serving.telemetry import Stopwatch, Telemetry
+from training.feature_map import Masked
+
+log = logging.getLogger("adstack.serving")
+SERVED_STREAM = "adstack:served"
+FAILURES = (RedisError, OSError, asyncio.TimeoutError, TimeoutError)
+
+
+def micros_of(moment: datetime | None) -> int:
+    if moment is None:
+        return now_micros()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def impression_id(request_id: str, ad_id: int) -> int:
+    """A stable 63-bit id for the impression of ``ad_id`` in ``request_id``."""
+    digest = hashlib.blake2b(f"{request_id}:{ad_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def request_seed(request_id: str) -> int:
+    """Exploration draws are seeded by the request id: a replayed request is answered
+    the same way, and different requests draw independently."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class AuctionResult:
+    response: schemas.AuctionResponse
+    scored: Scored
+    winners: np.ndarray
+
+
+class Service:
+    def __init__(
+        self, settings: ServingSettings, client: Any, ctr: LoadedModel, cvr: LoadedModel
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.scorer = Scorer(ctr, cvr, settings.feast_project)
+        self.telemetry = Telemetry()
+        self.telemetry.set_models(self.versions)
+        self.backoff_until = 0.0
+        self.pacing = Pacing(settings.pacing_allowance, settings.pacing_gain)
+        self.exploration = Exploration(
+            settings.exploration_weight,
+            settings.exploration_max_impressions,
+            settings.exploration_prior_strength,
+        )
+        self.background: set[asyncio.Task] = set()
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"ctr": self.scorer.ctr.version, "cvr": self.scorer.cvr.version}
+
+    def swap_models(self, ctr: LoadedModel, cvr: LoadedModel) -> None:
+        """Serve new models from the next request on; ad profiles stay cached."""
+        profiles = self.scorer.profiles
+        self.scorer = Scorer(ctr, cvr, self.settings.feast_project)
+        self.scorer.profiles = profiles
+        self.telemetry.set_models(self.versions)
+
+    # ------------------------------------------------------------------ features
+
+    async def fetch(self, request: Request, endpoint: str) -> Fetched:
+        """Online features, or a degraded answer when Redis fails or is backing off."""
+        scorer = self.scorer
+        if time.monotonic() >= self.backoff_until:
+            try:
+                fetched = await scorer.fetch(
+                    self.redis, request, self.settings.redis_deadline_ms / 1000
+                )
+                for view, count in fetched.expired.items():
+                    self.telemetry.expired_rows.labels(view).inc(count)
+                return fetched
+            except FAILURES as error:
+                self.backoff_until = time.monotonic() + self.settings.redis_backoff_s
+                self.telemetry.errors.labels(f"redis_{type(error).__name__}").inc()
+                log.warning("online read failed (%s); answering degraded", error)
+        self.telemetry.degraded.labels(endpoint).inc()
+        return scorer.degraded(request)
+
+    def request(self, user_id: int, ad_ids: list[int], context: schemas.Context) -> Request:
+        return Request(
+            user_id=user_id,
+            ad_ids=np.array(ad_ids, dtype=np.int64),
+            timestamp_micros=micros_of(context.timestamp),
+            position=context.position,
+            placement=context.placement,
+            device=context.device,
+            country=context.country,
+        )
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def score(self, body: schemas.ScoreRequest, watch: Stopwatch) -> schemas.ScoreResponse:
+        request = self.request(body.user_id, body.ad_ids, body.context)
+        fetched = await self.fetch(request, "score")
+        watch.lap("redis")
+        columns = self.scorer.assemble(fetched, request)
+        watch.lap("assemble")
+        scored = self.scorer.score(columns, len(request.ad_ids))
+        watch.lap("inference")
+        self.telemetry.missing_features.inc(scored.missing)
+        return schemas.ScoreResponse(
+            request_id=body.request_id,
+            scores=[
+                schemas.Score(ad_id=a, pctr=c, pcvr=v)
+                for a, c, v in zip(
+                    body.ad_ids, scored.pctr.tolist(), scored.pcvr.tolist(), strict=True
+                )
+            ],
+            degraded=fetched.degraded,
+            model_versions=self.versions,
+            missing_features=scored.missing,
+            timings_ms=watch.ms,
+        )
+
+    async def auction(self, body: schemas.AuctionRequest, watch: Stopwatch) -> AuctionResult:
+        request = self.request(body.user_id, [c.ad_id for c in body.candidates], body.context)
+        fetched = await self.fetch(request, "auction")
+        watch.lap("redis")
+        scorer = self.scorer
+        columns = scorer.assemble(fetched, request)
+        watch.lap("assemble")
+        n = len(request.ad_ids)
+        scored = scorer.score(columns, n)
+        watch.lap("inference")
+        result = self._auction(body, request, fetched, scored, columns)
+        watch.lap("auction")
+        self.telemetry.missing_features.inc(scored.missing)
+        self.telemetry.fill(body.slots, len(result.winners))
+        result.response.timings_ms.update(watch.ms)
+        return result
+
+    def _auction(
+        self,
+        body: schemas.AuctionRequest,
+        request: Request,
+        fetched: Fetched,
+        scored: Scored,
+        columns: dict[str, Any],
+    ) -> AuctionResult:
+        n = len(request.ad_ids)
+        profiles = fetched.profiles
+        bid = np.full(n, np.nan)
+        bid_type = np.zeros(n, dtype=np.int8)
+        unknown = np.zeros(n, dtype=bool)
+        for i, (candidate, profile) in enumerate(zip(body.candidates, profiles, strict=True)):
+            kind = candidate.bid_type or (profile.bid_type if profile else None)
+            value = (
+                candidate.bid if candidate.bid is not None else (profile.bid if profile else None)
+            )
+            if kind not in auction.BID_TYPES or value is None:
+                unknown[i] = True
+                continue
+            bid[i], bid_type[i] = value, auction.BID_TYPES[kind]
+        budget = _numbers(columns.get("campaign_daily_budget"), n)
+        spend = _numbers(columns.get("campaign_spend_today"), n)
+        multiplier, exhausted = self.pacing.multipliers(spend, budget, request.timestamp_micros)
+        model_quality = auction.quality(bid_type, scored.pctr, scored.pcvr)
+        ranking_ctr, explored, draw = scored.pctr, np.zeros(n, bool), np.full(n, np.nan)
+        if body.explore and not fetched.degraded and self.exploration.weight > 0:
+            ranking_ctr, explored, draw = self.exploration.ranking_ctr(
+                scored.pctr,
+                _numbers(columns.get("ad_impressions_24h"), n),
+                _numbers(columns.get("ad_clicks_24h"), n),
+                np.random.default_rng(request_seed(body.request_id)),
+            )
+        ranking_quality = auction.quality(bid_type, ranking_ctr, scored.pcvr)
+        outcome = auction.run(
+            request.ad_ids,
+            bid,
+            model_quality,
+            ranking_quality,
+            multiplier,
+            unknown | exhausted,
+            body.slots,
+            body.reserve_price,
+        )
+        paced_ecpm = auction.MILLE * np.nan_to_num(bid * multiplier) * ranking_quality
+        below = ~unknown & ~exhausted & (paced_ecpm < body.reserve_price)
+        winners = []
+        for slot, (i, price) in enumerate(
+            zip(outcome.winners.tolist(), outcome.price.tolist(), strict=True)
+        ):
+            profile = profiles[i]
+            ad_id = int(request.ad_ids[i])
+            winners.append(
+                schemas.Winner(
+                    slot=body.context.position + slot,
+                    ad_id=ad_id,
+                    campaign_id=profile.campaign_id if profile else None,
+                    impression_id=impression_id(body.request_id, ad_id),
+                    bid_type="CPA" if bid_type[i] == auction.CPA else "CPC",
+                    bid=float(bid[i]),
+                    pctr=float(scored.pctr[i]),
+                    pcvr=float(scored.pcvr[i]),
+                    ecpm=float(outcome.ecpm[i]),
+                    price=float(price),
+                    explored=bool(explored[i]),
+                    exploration_draw=None if np.isnan(draw[i]) else float(draw[i]),
+                    pacing_multiplier=float(multiplier[i]),
+                )
+            )
+            if explored[i]:
+                self.telemetry.explored.inc()
+        response = schemas.AuctionResponse(
+            request_id=body.request_id,
+            winners=winners,
+            degraded=fetched.degraded,
+            model_versions=self.versions,
+            candidates=schemas.CandidateCounts(
+                received=n,
+                eligible=int(outcome.eligible.sum()),
+                unknown=int(unknown.sum()),
+                budget_exhausted=int((exhausted & ~unknown).sum()),
+                below_reserve=int(below.sum()),
+            ),
+            missing_features=scored.missing,
+            timings_ms={},
+        )
+        return AuctionResult(response, scored, outcome.winners)
+
+    # ------------------------------------------------------------------ logs
+
+    def log_served(self, body: schemas.AuctionRequest, result: AuctionResult) -> None:
+        """Log a sample of winners with the features and scores served (skew checks).
+
+        Sent in the background: the response never waits for it."""
+        rate = self.settings.served_log_sample
+        if rate <= 0 or result.response.degraded or not result.response.winners:
+            return
+        rng = np.random.default_rng(request_seed(body.request_id) ^ 0x5EED)
+        if rng.random() >= rate:
+            return
+        entries = []
+        for winner, row in zip(result.response.winners, result.winners.tolist(), strict=True):
+            features = {
+                name: _value(values, row)
+                for name, values in result.scored.columns.items()
+                if name in self.scorer.features or name in _REQUEST_COLUMNS
+            }
+            entries.append(
+                {
+                    "request_id": body.request_id,
+                    "timestamp_micros": micros_of(body.context.timestamp),
+                    "user_id": body.user_id,
+                    **winner.model_dump(),
+                    "model_versions": self.versions,
+                    "features": features,
+                }
+            )
+        task = asyncio.create_task(self._send_served(entries))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _send_served(self, entries: list[dict]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for entry in entries:
+                pipe.xadd(
+                    SERVED_STREAM,
+                    {"entry": json.dumps(entry, default=_json)},
+                    maxlen=self.settings.served_log_maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()
+            self.telemetry.served_logged.inc(len(entries))
+        except FAILURES as error:
+            self.telemetry.errors.labels("served_log").inc()
+            log.warning("served log write failed: %s", error)
+
+    async def send_events(self, events: list[schemas.Event]) -> int:
+        """Append client events to the event stream the stream worker reads."""
+        frame = {
+            "kind": [e.kind for e in events],
+            "ts": [micros_of(e.timestamp) for e in events],
+            **{
+                name: [getattr(e, name) for e in events]
+                for name in (*event_bus.ID_FIELDS, "cost_micros")
+            },
+        }
+        import pandas as pd
+
+        batch = event_bus.Events.from_frame(pd.DataFrame(frame))
+        pipe = self.redis.pipeline(transaction=False)
+        for fields in event_bus.entries(batch):
+            pipe.xadd(
+                event_bus.STREAM_KEY,
+                fields,
+                maxlen=event_bus.DEFAULT_MAXLEN,
+                approximate=True,
+            )
+        await asyncio.wait_for(
+            pipe.execute(), timeout=max(1.0, self.settings.redis_deadline_ms / 100)
+        )
+        return len(batch)
+
+    async def ready(self) -> bool:
+        try:
+            return bool(
+                await asyncio.wait_for(
+                    self.redis.ping(), self.settings.redis_deadline_ms / 1000 * 10
+                )
+            )
+        except FAILURES:
+            return False
+
+    async def drain(self) -> None:
+        """Wait for background log writes (graceful shutdown)."""
+        if self.background:
+            await asyncio.wait(self.background, timeout=2.0)
+
+
+_REQUEST_COLUMNS = {
+    "hour_of_day",
+    "day_of_week",
+    "position",
+    "placement",
+    "device",
+    "country",
+    "user_id",
+    "ad_id",
+    "advertiser_id",
+    "campaign_id",
+    "category",
+}
+
+
+def _numbers(column: Any, n: int) -> np.ndarray:
+    if column is None:
+        return np.full(n, np.nan)
+    if isinstance(column, Masked):
+        return np.where(column.present, column.values.astype(np.float64), np.nan)
+    if np.ndim(column) == 0:
+        return np.full(n, np.nan if column is None else float(column))
+    return np.asarray(column, dtype=np.float64)
+
+
+def _value(column: Any, row: int) -> Any:
+    """One row's value of an assembled column, as JSON-ready Python."""
+    if isinstance(column, Masked):
+        return int(column.values[row]) if column.present[row] else None
+    value = column if column is None or np.ndim(column) == 0 else column[row]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
