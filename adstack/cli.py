@@ -519,6 +519,27 @@ def promote(
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to bind."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each loads the models)."),
+) -> None:
+    """Run the scorer (``uvicorn serving.app:app``) on the champion models."""
+    import uvicorn
+
+    uvicorn.run(
+        "serving.app:app",
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
 def demo() -> None:
     """Run the platform end to end at DEMO_SCALE, printing where everything went."""
     from adstack import demo as demo_job

@@ -106,15 +106,19 @@ async def _too_large(limit: int, send: Callable) -> None:
 
 
 def create_app(
-    loader: ModelLoader = registry_models, settings: ServingSettings | None = None
+    loader: ModelLoader = registry_models,
+    settings: ServingSettings | None = None,
+    service: type[Service] = Service,
 ) -> FastAPI:
+    """The scorer. ``loader`` finds the models (default: the registry's alias),
+    ``settings`` default to the environment's, ``service`` is the per-request work."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or ServingSettings()
         config.check_secure()
         ctr, cvr = await asyncio.to_thread(loader, config)
         client = redis_pool(config)
-        app.state.service = Service(config, client, ctr, cvr)
+        app.state.service = service(config, client, ctr, cvr)
         app.state.loader = loader
         log.info("serving ctr %s, cvr %s", ctr.version, cvr.version)
         try:

@@ -1,0 +1,208 @@
+"""An open-loop HTTP load generator: requests leave at a fixed rate whatever the server
+does, and each latency is measured from the request's *scheduled* send time, so a
+server that falls behind is charged for the queue it builds (no coordinated omission).
+
+Lean on purpose, because it shares the machine's two cores with the server under test:
+raw HTTP/1.1 on keep-alive connections over asyncio (uvloop), request bytes prepared in
+advance, responses framed by Content-Length without parsing the body, except for a
+sample whose JSON ``timings_ms`` gives the per-stage breakdown.
+
+    python -m bench.loadgen --url http://127.0.0.1:8000/v1/auction --bodies bodies.jsonl \
+        --rate 500 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+MAX_CONNECTIONS = 512
+
+
+@dataclass
+class Result:
+    rate: float
+    seconds: float
+    sent: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: int = 0  # connection errors
+    late: int = 0  # not answered within the timeout
+    stages: list[dict] = field(default_factory=list)
+    degraded: int = 0
+    max_connections: int = 0
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        ok = self.statuses.get(200, 0)
+        return {
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "sent": self.sent,
+            "ok": ok,
+            "achieved_rps": round(ok / self.seconds, 1),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "failures": self.failures,
+            "late": self.late,
+            "degraded_sampled": self.degraded,
+            "p50_ms": round(float(np.percentile(lat, 50)), 3),
+            "p90_ms": round(float(np.percentile(lat, 90)), 3),
+            "p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "p999_ms": round(float(np.percentile(lat, 99.9)), 3),
+            "max_ms": round(float(lat.max()), 3),
+            "connections": self.max_connections,
+            "stages_ms": stage_summary(self.stages),
+        }
+
+
+def stage_summary(stages: list[dict]) -> dict:
+    if not stages:
+        return {}
+    names = sorted({k for s in stages for k in s})
+    return {
+        name: {
+            "p50": round(float(np.percentile([s.get(name, 0.0) for s in stages], 50)), 3),
+            "p99": round(float(np.percentile([s.get(name, 0.0) for s in stages], 99)), 3),
+            "mean": round(float(np.mean([s.get(name, 0.0) for s in stages])), 3),
+        }
+        for name in names
+    }
+
+
+def request_bytes(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    parsed = urlparse(url)
+    lines = [
+        f"POST {parsed.path} HTTP/1.1",
+        f"Host: {parsed.hostname}:{parsed.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader, keep_body: bool) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+            break
+    body = await reader.readexactly(length)
+    return status, body if keep_body else b""
+
+
+class Connections:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def get(self):
+        if self.idle:
+            return self.idle.pop()
+        self.opened += 1
+        return await asyncio.open_connection(self.host, self.port)
+
+    def put(self, connection) -> None:
+        self.idle.append(connection)
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def run(
+    url: str,
+    payloads: list[bytes],
+    rate: float,
+    seconds: float,
+    timeout_s: float = 5.0,
+    sample_every: int = 10,
+) -> Result:
+    """Send ``rate`` requests per second for ``seconds``, cycling through ``payloads``
+    (complete HTTP requests). Returns when every request is answered or timed out."""
+    parsed = urlparse(url)
+    pool = Connections(parsed.hostname or "127.0.0.1", parsed.port or 80)
+    result = Result(rate, seconds)
+    loop = asyncio.get_running_loop()
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    pending: set[asyncio.Task] = set()
+
+    async def one(index: int, scheduled: float) -> None:
+        connection = None
+        try:
+            connection = await asyncio.wait_for(pool.get(), timeout_s)
+            reader, writer = connection
+            writer.write(payloads[index % len(payloads)])
+            keep = index % sample_every == 0
+            status, body = await asyncio.wait_for(_read_response(reader, keep), timeout_s)
+            result.latencies_ms.append((loop.time() - scheduled) * 1000)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if keep and status == 200:
+                answer = json.loads(body)
+                result.stages.append(answer.get("timings_ms", {}))
+                result.degraded += bool(answer.get("degraded"))
+            pool.put(connection)
+        except TimeoutError:
+            result.late += 1
+            result.latencies_ms.append(timeout_s * 1000)
+            if connection:
+                connection[1].close()
+        except (OSError, asyncio.IncompleteReadError):
+            result.failures += 1
+            if connection:
+                connection[1].close()
+
+    for index in range(total):
+        scheduled = start + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(index, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        result.sent += 1
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s + 1)
+    result.max_connections = pool.opened
+    pool.close()
+    return result
+
+
+def load(path: Path, url: str, headers: dict[str, str] | None = None) -> list[bytes]:
+    return [request_bytes(url, line.encode()) for line in path.read_text().splitlines() if line]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--bodies", type=Path, required=True, help="one JSON body per line")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, help="write the summary JSON here")
+    args = parser.parse_args()
+    import uvloop
+
+    payloads = load(args.bodies, args.url)
+    result = uvloop.run(run(args.url, payloads, args.rate, args.seconds, args.timeout))
+    summary = result.summary()
+    text = json.dumps(summary)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Scorer latency under open-loop load: ours against a Feast-SDK baseline, same requests.
+
+Set-up (kept in ``--workdir`` and reused):
+
+1. a small simulation through the real pipeline (Spark batch job, ``feast apply``,
+   materialisation, Feast training sets) trains and registers the default models, DCN-v2
+   for CTR and ESMM for CVR (one epoch each: quality is not measured here, and the
+   graphs are the ones served);
+2. synthetic online features for 1M users, 100k ads, 10k campaigns, 2k advertisers and
+   1M user-by-category rows are written in the feature tables' layout and materialised
+   into a real redis-server, with streamed rows (ad and campaign delivery today) too;
+3. request bodies: a random user and 50 (or 500) random ads per request.
+
+Then, for each server (``uvicorn serving.app:app`` and ``uvicorn bench.feast_scorer:app``,
+the same app reading through ``FeatureStore.get_online_features``) and each candidate
+count, ``bench.loadgen`` sends requests at increasing fixed rates; latency counts from
+each request's scheduled send time. The sweep for a server stops once its p99 passes
+three times the bound. The load generator runs on the same two cores.
+
+    python -m bench.serving [--workdir /tmp/serving-bench] [--workers 2] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bench.harness import ROOT, record
+from bench.loadgen import request_bytes, run
+from bench.materialize import synthetic_table, write_table
+from feature_repo import contract
+
+SIM_START = datetime(2026, 1, 5, tzinfo=UTC)
+SIM_DAYS = 12
+STAMP = SIM_START + timedelta(days=SIM_DAYS)  # synthetic rows' window end
+REQUEST_AT = STAMP + timedelta(hours=12)
+USERS, ADS, CAMPAIGNS, ADVERTISERS, CATEGORIES = 1_000_000, 100_000, 10_000, 2_000, 7
+BOUNDS_MS = {50: 10.0, 500: 30.0}
+RATES = {
+    ("ours", 50): [100, 200, 400, 600, 800, 1000, 1200, 1500, 2000],
+    ("ours", 500): [25, 50, 100, 150, 200, 300, 400],
+    ("feast", 50): [2, 5, 10, 20, 40, 80, 160],
+    ("feast", 500): [1, 2, 5, 10, 20, 40],
+}
+APPS = {"ours": "serving.app:app", "feast": "bench.feast_scorer:app"}
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def environment(work: Path, redis_url: str) -> dict[str, str]:
+    return {
+        "ADSTACK_DATA": str(work / "data"),
+        "ADSTACK_FEATURE_REPO": str(work / "feature_repo"),
+        "ADSTACK_STATE_DIR": str(work / "state"),
+        "ADSTACK_REPORTS_DIR": str(work / "reports"),
+        "REDIS_URL": redis_url,
+        "ADSTACK_SERVED_LOG_SAMPLE": "0",
+    }
+
+
+def train_models(work: Path) -> dict[str, str]:
+    """The real pipeline on a small simulation; returns the registered versions."""
+    from adstack.settings import get_settings
+    from bench.materialize import make_project
+    from pipelines import batch_features
+    from pipelines.materialize import materialize
+    from pipelines.simulator import SimulationConfig, write_simulation
+    from pipelines.spark import spark_session
+    from training import registry
+    from training.pipeline import build_dataset, train
+
+    data = work / "data"
+    config = SimulationConfig(
+        days=SIM_DAYS, users=2_000, ads=150, impressions_per_day=20_000, seed=3
+    )
+    write_simulation(config, data / "events", data / "ground_truth")
+    spark = spark_session("bench-serving", "local[2]")
+    try:
+        end = SIM_START + timedelta(days=SIM_DAYS)
+        batch_features.run(spark, data, SIM_START.date() + timedelta(days=1), end.date())
+    finally:
+        spark.stop()
+    make_project(work, os.environ["REDIS_URL"])
+    materialize(work / "feature_repo", SIM_START - timedelta(days=365), end)
+    settings = get_settings()
+    versions = {}
+    for task, kind in (("ctr", "dcn"), ("cvr", "esmm")):
+        run_ = train(
+            settings, task, kind, epochs=1, promote=False,
+            training_set=build_dataset(settings, task),
+        )  # fmt: skip
+        registry.client(settings).set_registered_model_alias(
+            task, registry.CHAMPION, run_.registration.version
+        )
+        versions[task] = run_.registration.version
+    return versions
+
+
+def synthetic_features(work: Path, seed: int = 0) -> dict[str, int]:
+    """Online rows for 1M users, 100k ads and their campaigns and advertisers."""
+    from pipelines.materialize import materialize
+
+    rng = np.random.default_rng(seed)
+    data = work / "data"
+    users = np.arange(1, USERS + 1)
+    ads = np.arange(1, ADS + 1)
+    campaigns = np.arange(1, CAMPAIGNS + 1)
+    advertisers = np.arange(1, ADVERTISERS + 1)
+    stream_at = REQUEST_AT - timedelta(minutes=30)
+    tables = {
+        "user_daily": synthetic_table(contract.USER_DAILY, users, STAMP, rng, 0.05),
+        "user_profile": synthetic_table(contract.USER_PROFILE, users, STAMP, rng, 0.05),
+        "user_category_daily": synthetic_table(
+            contract.USER_CATEGORY_DAILY, users, STAMP, rng, 0.05
+        ),
+        "ad_daily": synthetic_table(contract.AD_DAILY, ads, STAMP, rng, 0.05),
+        "advertiser_daily": synthetic_table(contract.ADVERTISER_DAILY, advertisers, STAMP, rng, 0),
+        "campaign_daily": synthetic_table(contract.CAMPAIGN_DAILY, campaigns, STAMP, rng, 0),
+        "ad_profile": _ad_profile(ads, rng),
+        "campaign_profile": _campaign_profile(campaigns, rng),
+        contract.push_log_name("ad_stream_push"): synthetic_table(
+            contract.AD_STREAM, ads, stream_at, rng, 0.0
+        ),
+        contract.push_log_name("campaign_stream_push"): _campaign_stream(campaigns, stream_at, rng),
+    }
+    for name, table in tables.items():
+        write_table(data, name, table, "synthetic")
+    started = time.perf_counter()
+    written = materialize(
+        work / "feature_repo", STAMP - timedelta(days=60), REQUEST_AT,
+        views=[n.removesuffix("_push_log") if n.endswith("_push_log") else n for n in tables],
+    )  # fmt: skip
+    log(f"materialised {sum(written.values()):,} rows in {time.perf_counter() - started:.0f} s")
+    return written
+
+
+def _stamped(columns: dict, rows: int, at: datetime) -> pa.Table:
+    columns["event_timestamp"] = pa.array(
+        np.full(rows, at.replace(tzinfo=None), "datetime64[us]"), pa.timestamp("us", "UTC")
+    )
+    return pa.table(columns)
+
+
+def _ad_profile(ads: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    campaign = 1 + ads % CAMPAIGNS
+    cpa = rng.random(len(ads)) < 0.3
+    return _stamped(
+        {
+            "ad_id": ads,
+            "ad_campaign_id": campaign,
+            "ad_advertiser_id": 1 + campaign % ADVERTISERS,
+            "ad_category": np.char.add("cat_", (ads % CATEGORIES).astype(str)),
+            "ad_format": np.array(["banner", "video", "native"])[rng.integers(0, 3, len(ads))],
+            "ad_bid_type": np.where(cpa, "CPA", "CPC"),
+            "ad_bid": np.where(
+                cpa, rng.lognormal(3.0, 0.5, len(ads)), rng.lognormal(-0.5, 0.4, len(ads))
+            ),
+        },
+        len(ads),
+        STAMP - timedelta(days=30),
+    )
+
+
+def _campaign_profile(campaigns: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    return _stamped(
+        {
+            "campaign_id": campaigns,
+            "campaign_advertiser_id": 1 + campaigns % ADVERTISERS,
+            "campaign_daily_budget": rng.lognormal(np.log(400.0), 0.7, len(campaigns)),
+        },
+        len(campaigns),
+        STAMP - timedelta(days=30),
+    )
+
+
+def _campaign_stream(campaigns: np.ndarray, at: datetime, rng: np.random.Generator) -> pa.Table:
+    n = len(campaigns)
+    return _stamped(
+        {
+            "campaign_id": campaigns,
+            "campaign_impressions_today": rng.integers(0, 20_000, n),
+            "campaign_clicks_today": rng.integers(0, 400, n),
+            "campaign_spend_today": rng.uniform(0, 150, n),
+            "campaign_spend_1h": rng.uniform(0, 15, n),
+        },
+        n,
+        at,
+    )
+
+
+def bodies(candidates: int, count: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        body = {
+            "request_id": f"b{candidates}-{i}",
+            "user_id": int(rng.integers(1, USERS + 1)),
+            "context": {
+                "timestamp": REQUEST_AT.isoformat(),
+                "device": ["mobile", "desktop", "tablet"][i % 3],
+                "placement": ["feed", "search", "sidebar"][i % 3],
+                "country": ["US", "GB", "DE", "BR"][i % 4],
+            },
+            "slots": 3,
+            "candidates": [
+                {"ad_id": int(a)} for a in rng.choice(ADS, candidates, replace=False) + 1
+            ],
+        }
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def start_server(name: str, port: int, workers: int, env: dict[str, str], work: Path):
+    command = [
+        sys.executable, "-m", "uvicorn", APPS[name], "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    logfile = open(work / f"server-{name}.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env}, stdout=logfile, stderr=logfile,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} server exited; see {work / f'server-{name}.log'}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            time.sleep(1)
+    stop_server(process)
+    raise RuntimeError(f"{name} server not ready in 180 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def serialise_ms(port: int) -> float | None:
+    """Mean serialise time from one worker's /metrics (the response cannot carry it)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = count = None
+    for line in text.splitlines():
+        if 'stage="serialise"' in line and 'endpoint="auction"' in line:
+            if line.startswith("adstack_stage_seconds_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("adstack_stage_seconds_count"):
+                count = float(line.split()[-1])
+    return round(total / count * 1000, 3) if total and count else None
+
+
+def sweep(
+    name: str, candidates: int, port: int, payloads: list[bytes], seconds: float
+) -> list[dict]:
+    import uvloop
+
+    url = f"http://127.0.0.1:{port}/v1/auction"
+    requests = [request_bytes(url, body) for body in payloads]
+    bound = BOUNDS_MS[candidates]
+    uvloop.run(run(url, requests, RATES[name, candidates][0], 3.0))  # warm-up
+    points = []
+    for rate in RATES[name, candidates]:
+        result = uvloop.run(run(url, requests, rate, seconds, timeout_s=5.0)).summary()
+        result["serialise_mean_ms"] = serialise_ms(port)
+        points.append(result)
+        log(
+            f"{name} {candidates} candidates @ {rate}/s: p50 {result['p50_ms']} p99 "
+            f"{result['p99_ms']} p99.9 {result['p999_ms']} ms, ok {result['ok']}/{result['sent']}"
+        )
+        if result["p99_ms"] > 3 * bound or result["ok"] < 0.9 * result["sent"]:
+            break
+    return points
+
+
+def highest_rate(points: list[dict], bound: float) -> float:
+    good = [
+        p["rate"]
+        for p in points
+        if p["p99_ms"] <= bound and p["ok"] == p["sent"] and not p["late"] and not p["failures"]
+    ]
+    return max(good, default=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/serving-bench"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[50, 500])
+    parser.add_argument("--servers", nargs="+", default=["ours", "feast"], choices=list(APPS))
+    args = parser.parse_args()
+    from adstack import redis_server
+    from adstack.settings import get_settings
+
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    redis_dir = work / "redis"
+    server = redis_server.status(redis_dir) or redis_server.start(
+        redis_dir, redis_server.free_port(), persist=True
+    )
+    env = environment(work, server.url)
+    os.environ.update(env)
+    get_settings.cache_clear()
+    marker = work / "prepared.json"
+    if not marker.exists():
+        log("training the models on a small simulation")
+        versions = train_models(work)
+        log("writing and materialising synthetic online features")
+        written = synthetic_features(work)
+        marker.write_text(json.dumps({"versions": versions, "written": written}))
+    prepared = json.loads(marker.read_text())
+    results: dict = {"prepared": prepared, "workers": args.workers, "seconds": args.seconds}
+    try:
+        for name in args.servers:
+            port = redis_server.free_port()
+            process = start_server(name, port, args.workers, env, work)
+            try:
+                for candidates in args.candidates:
+                    payloads = bodies(candidates, 500, seed=candidates)
+                    points = sweep(name, candidates, port, payloads, args.seconds)
+                    results[f"{name}_{candidates}"] = {
+                        "points": points,
+                        "bound_ms": BOUNDS_MS[candidates],
+                        "highest_rate": highest_rate(points, BOUNDS_MS[candidates]),
+                    }
+            finally:
+                stop_server(process)
+    finally:
+        redis_server.stop(redis_dir)
+    report(results, args)
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    parts, base, ratios = [], [], []
+    for candidates in args.candidates:
+        ours = results.get(f"ours_{candidates}")
+        feast = results.get(f"feast_{candidates}")
+        bound = BOUNDS_MS[candidates]
+        if ours:
+            parts.append(
+                f"{candidates} candidates: {ours['highest_rate']:g} req/s at p99 <= {bound:g} ms"
+            )
+        if feast:
+            base.append(f"{candidates} candidates: Feast SDK {feast['highest_rate']:g} req/s")
+        if ours and feast:
+            ratio = (
+                ours["highest_rate"] / feast["highest_rate"]
+                if feast["highest_rate"]
+                else float("inf")
+            )
+            ratios.append(f"{candidates}: {ratio:.1f}x")
+            results[f"ratio_{candidates}"] = ratio
+    command = "python -m bench.serving " + " ".join(sys.argv[1:])
+    record(
+        "serving",
+        results,
+        result="; ".join(parts),
+        baseline="; ".join(base),
+        ratio="; ".join(ratios),
+        command=command.strip(),
+    )
+    print(
+        json.dumps(
+            {k: v for k, v in results.items() if not isinstance(v, dict) or "points" not in v},
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
