@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -135,8 +136,10 @@ async def run(
     pool = Connections(parsed.hostname or "127.0.0.1", parsed.port or 80)
     result = Result(rate, seconds)
     loop = asyncio.get_running_loop()
+    # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
+    clock = time.perf_counter
     total = int(rate * seconds)
-    start = loop.time() + 0.05
+    start = clock() + 0.05
     pending: set[asyncio.Task] = set()
 
     async def one(index: int, scheduled: float) -> None:
@@ -147,7 +150,7 @@ async def run(
             writer.write(payloads[index % len(payloads)])
             keep = index % sample_every == 0
             status, body = await asyncio.wait_for(_read_response(reader, keep), timeout_s)
-            result.latencies_ms.append((loop.time() - scheduled) * 1000)
+            result.latencies_ms.append((clock() - scheduled) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if keep and status == 200:
                 answer = json.loads(body)
@@ -166,7 +169,7 @@ async def run(
 
     for index in range(total):
         scheduled = start + index / rate
-        delay = scheduled - loop.time()
+        delay = scheduled - clock()
         if delay > 0:
             await asyncio.sleep(delay)
         task = loop.create_task(one(index, scheduled))

@@ -145,7 +145,10 @@ class Decoded:
 def decode(entries: Sequence[tuple[bytes, dict | None]]) -> Decoded:
     """Entries as redis-py returns them -> columns; never raises on a bad entry."""
     vanished = [entry_id for entry_id, fields in entries if fields is None]
-    entries = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
+    present: list[tuple[bytes, dict]] = [
+        (entry_id, fields) for entry_id, fields in entries if fields is not None
+    ]
+    entries = present
     try:
         events = Events(
             kind=np.array([_KIND_CODE[f[b"kind"]] for _, f in entries], dtype=np.int8),
@@ -160,7 +163,7 @@ def decode(entries: Sequence[tuple[bytes, dict | None]]) -> Decoded:
             raise ValueError("negative cost")
         return Decoded([entry_id for entry_id, _ in entries], events, [], vanished)
     except (KeyError, ValueError, OverflowError):
-        return _decode_each(entries, vanished)
+        return _decode_each(present, vanished)
 
 
 def _decode_each(entries: Sequence[tuple[bytes, dict]], vanished: list[bytes]) -> Decoded:

@@ -112,6 +112,7 @@ def create_app(
 ) -> FastAPI:
     """The scorer. ``loader`` finds the models (default: the registry's alias),
     ``settings`` default to the environment's, ``service`` is the per-request work."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or ServingSettings()

@@ -26,11 +26,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from feature_repo import contract
+from serving.redis_pipe import RedisPipe, hmget, pack_hmget_prefix
 
 # feast.types.Value field tags (field number << 3 | wire type) and ValueType codes.
 STRING_TAG, INT32_TAG, INT64_TAG, DOUBLE_TAG, FLOAT_TAG, BOOL_TAG = (
@@ -90,6 +92,10 @@ class EntityGroup:
     def feature_names(self) -> list[str]:
         return [f.name for v in self.views for f in v.features]
 
+    @cached_property
+    def columns(self) -> dict[str, int]:
+        return {f.name: v.first + i for v in self.views for i, f in enumerate(v.features)}
+
 
 @dataclass(frozen=True)
 class OnlineLayout:
@@ -99,9 +105,19 @@ class OnlineLayout:
     groups: dict[str, EntityGroup]  # by name: the join keys joined with "+"
 
     @classmethod
-    def of(cls, views: Iterable[str], project: str = "adstack") -> OnlineLayout:
+    def of(
+        cls,
+        views: Iterable[str] | Mapping[str, Iterable[str]],
+        project: str = "adstack",
+    ) -> OnlineLayout:
+        """``views``: view names (every feature), or view name -> the features to read."""
+        wanted = (
+            {name: set(features) for name, features in views.items()}
+            if isinstance(views, Mapping)
+            else {name: None for name in views}
+        )
         by_keys: dict[tuple[str, ...], list[contract.ViewSpec]] = {}
-        for name in dict.fromkeys(views):
+        for name in wanted:
             spec = contract.ALL_VIEWS[name]
             by_keys.setdefault(tuple(sorted(spec.join_keys)), []).append(spec)
         groups = {}
@@ -109,13 +125,15 @@ class OnlineLayout:
             fields: list[bytes] = []
             view_fields = []
             for spec in specs:
+                chosen = wanted[spec.name]
+                features = tuple(f for f in spec.features if chosen is None or f.name in chosen)
                 first = len(fields)
-                fields += [_mmh3(f"{spec.name}:{f.name}") for f in spec.features]
+                fields += [_mmh3(f"{spec.name}:{f.name}") for f in features]
                 fields.append(f"_ts:{spec.name}".encode())
                 view_fields.append(
                     ViewFields(
                         spec.name,
-                        spec.features,
+                        features,
                         int(spec.ttl.total_seconds() * 1_000_000),
                         first,
                         len(fields) - 1,
@@ -141,73 +159,117 @@ class OnlineLayout:
 
 @dataclass
 class GroupValues:
-    """One entity group's features for its entities, column-wise.
+    """One entity group's features for its entities, as matrices (one row per entity,
+    one column per field of the group's ``HMGET``).
 
-    ``numbers[name]`` is float64 with NaN for missing (every numeric feature);
-    ``integers[name]`` the exact int64 of int64 features (0 where missing) with
-    ``present[name]``; ``strings[name]`` an object array with None for missing.
-    ``expired[view]`` counts entities whose row was older than the view's TTL.
+    ``floats`` is float64 with NaN for missing (every numeric feature); ``ints`` the exact
+    int64 of integer values where ``present``; ``strings[name]`` an object array with None
+    for missing. ``expired[view]`` counts entities whose row was older than the view's
+    TTL; their values are missing.
     """
 
-    entities: int
-    numbers: dict[str, np.ndarray] = field(default_factory=dict)
-    integers: dict[str, np.ndarray] = field(default_factory=dict)
-    present: dict[str, np.ndarray] = field(default_factory=dict)
+    columns: dict[str, int]  # feature name -> column
+    floats: np.ndarray
+    ints: np.ndarray
+    present: np.ndarray
     strings: dict[str, np.ndarray] = field(default_factory=dict)
     timestamps: dict[str, np.ndarray] = field(default_factory=dict)  # UTC micros
     expired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def entities(self) -> int:
+        return len(self.floats)
+
+    def number(self, name: str) -> np.ndarray:
+        return self.floats[:, self.columns[name]]
+
+    def integer(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(exact int64 values, present) of an int64 feature."""
+        column = self.columns[name]
+        return self.ints[:, column], self.present[:, column]
 
     def value(self, name: str, row: int) -> Any:
         """One value as Feast's SDK returns it: int, float, str or None."""
         if name in self.strings:
             return self.strings[name][row]
-        if name in self.integers:
-            return int(self.integers[name][row]) if self.present[name][row] else None
-        number = self.numbers[name][row]
+        column = self.columns[name]
+        if self.present[row, column]:
+            return int(self.ints[row, column])
+        number = self.floats[row, column]
         return None if np.isnan(number) else float(number)
+
+    def take(self, rows: np.ndarray, found: np.ndarray) -> GroupValues:
+        """Rows by index; where ``found`` is False the row is all missing."""
+        floats = self.floats[rows]
+        floats[~found] = np.nan
+        return GroupValues(
+            self.columns,
+            floats,
+            self.ints[rows],
+            self.present[rows] & found[:, None],
+            {name: _or_none(values[rows], found) for name, values in self.strings.items()},
+        )
+
+    @classmethod
+    def concat(cls, a: GroupValues, b: GroupValues) -> GroupValues:
+        return cls(
+            a.columns,
+            np.concatenate([a.floats, b.floats]),
+            np.concatenate([a.ints, b.ints]),
+            np.concatenate([a.present, b.present]),
+            {k: np.concatenate([v, b.strings[k]]) for k, v in a.strings.items()},
+            {k: np.concatenate([v, b.timestamps[k]]) for k, v in a.timestamps.items()},
+            {k: a.expired.get(k, 0) + b.expired.get(k, 0) for k in {*a.expired, *b.expired}},
+        )
+
+
+def _or_none(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """An object array with None where ``keep`` is False."""
+    out = values.copy()
+    out[~keep] = None
+    return out
 
 
 def decode_group(
-    group: EntityGroup, replies: Sequence[Sequence[bytes | None]], now_micros: int | None
+    group: EntityGroup,
+    replies: Sequence[Sequence[bytes | None]],
+    now_micros: int | None,
+    numbers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> GroupValues:
     """Decode the ``HMGET`` replies of ``group`` (one per entity, fields in group order).
 
     ``now_micros`` is the request instant for the TTL check; None disables it (Feast's
-    online semantics)."""
+    online semantics). ``numbers``: the replies already through :func:`decode_numbers`
+    (one call for every group of a read saves its fixed cost per group)."""
     n, width = len(replies), len(group.fields)
     flat = [value or b"" for reply in replies for value in reply]
     if len(flat) != n * width:
         raise ValueError(f"expected {width} fields per entity, got {len(flat)} values")
-    floats, ints, is_int = decode_numbers(flat)
-    floats, ints, is_int = (a.reshape(n, width) for a in (floats, ints, is_int))
-    out = GroupValues(n)
+    floats, ints, is_int = numbers if numbers is not None else decode_numbers(flat)
+    out = GroupValues(
+        group.columns, floats.reshape(n, width), ints.reshape(n, width), is_int.reshape(n, width)
+    )
     for view in group.views:
-        stamps = [flat[row * width + view.ts_index] for row in range(n)]
+        stamps = flat[view.ts_index :: width]
         ts = decode_timestamps(stamps)
-        valid = np.ones(n, dtype=bool)
+        out.timestamps[view.name] = ts
+        valid = None
         if now_micros is not None and view.ttl_micros > 0:
             # An absent stamp reads as the epoch, as Feast reads it: expired.
             valid = ts >= now_micros - view.ttl_micros
             written = np.fromiter(map(len, stamps), dtype=np.int64, count=n) > 0
             out.expired[view.name] = int((written & ~valid).sum())
-        out.timestamps[view.name] = ts
+            stale = ~valid
+            if stale.any():
+                block = slice(view.first, view.first + len(view.features))
+                out.floats[stale, block] = np.nan
+                out.present[stale, block] = False
         for offset, feature in enumerate(view.features):
-            column = view.first + offset
             if feature.dtype == contract.STRING:
-                out.strings[feature.name] = np.array(
-                    [
-                        decode_string(flat[row * width + column]) if valid[row] else None
-                        for row in range(n)
-                    ],
-                    dtype=object,
+                texts = np.array(
+                    [decode_string(v) for v in flat[view.first + offset :: width]], object
                 )
-                continue
-            numbers = np.where(valid, floats[:, column], np.nan)
-            out.numbers[feature.name] = numbers
-            if feature.dtype == contract.INT64:
-                present = valid & is_int[:, column]
-                out.integers[feature.name] = np.where(present, ints[:, column], 0)
-                out.present[feature.name] = present
+                out.strings[feature.name] = texts if valid is None else _or_none(texts, valid)
     return out
 
 
@@ -248,31 +310,50 @@ def _varints(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     return np.bitwise_or.reduce(shifted, axis=1).view(np.int64)
 
 
+# Strings (categories, bid types) and row timestamps (a batch view's window end) repeat
+# across entities and requests: decoded ones are remembered, up to a bound.
+_CACHE_LIMIT = 100_000
+_strings: dict[bytes, str | None] = {b"": None}
+_stamps: dict[bytes, int] = {b"": 0}
+
+
 def decode_string(value: bytes) -> str | None:
-    if not value or value[0] != STRING_TAG:
-        return None
-    length, at = _varint(value, 1)
-    return value[at : at + length].decode()
+    cached = _strings.get(value, _strings)
+    if cached is not _strings:
+        return cached  # type: ignore[return-value]
+    text = None
+    if value[0] == STRING_TAG:
+        length, at = _varint(value, 1)
+        text = value[at : at + length].decode()
+    if len(_strings) < _CACHE_LIMIT:
+        _strings[value] = text
+    return text
 
 
 def decode_timestamps(values: Sequence[bytes]) -> np.ndarray:
     """Serialised ``google.protobuf.Timestamp`` values as UTC micros (an absent or empty
     value is the epoch, as protobuf parses it)."""
-    out = np.zeros(len(values), dtype=np.int64)
-    for row, value in enumerate(values):
-        if not value:
-            continue
-        seconds = nanos = 0
-        at = 0
-        while at < len(value):
-            tag = value[at]
-            number, at = _varint(value, at + 1)
-            if tag == TIMESTAMP_SECONDS_TAG:
-                seconds = number
-            elif tag == TIMESTAMP_NANOS_TAG:
-                nanos = number
-        out[row] = seconds * 1_000_000 + nanos // 1000
-    return out
+    out = []
+    for value in values:
+        micros = _stamps.get(value)
+        if micros is None:
+            micros = _timestamp(value)
+            if len(_stamps) < _CACHE_LIMIT:
+                _stamps[value] = micros
+        out.append(micros)
+    return np.array(out, dtype=np.int64)
+
+
+def _timestamp(value: bytes) -> int:
+    seconds = nanos = at = 0
+    while at < len(value):
+        tag = value[at]
+        number, at = _varint(value, at + 1)
+        if tag == TIMESTAMP_SECONDS_TAG:
+            seconds = number
+        elif tag == TIMESTAMP_NANOS_TAG:
+            nanos = number
+    return seconds * 1_000_000 + nanos // 1000
 
 
 def _varint(value: bytes, at: int) -> tuple[int, int]:
@@ -291,6 +372,19 @@ class OnlineReader:
 
     def __init__(self, layout: OnlineLayout) -> None:
         self.layout = layout
+        # HMGET of each group, packed once: per request only the keys are added.
+        self.packed = {
+            name: pack_hmget_prefix(group.fields) for name, group in layout.groups.items()
+        }
+
+    def payload(self, entities: Mapping[str, Sequence[Sequence[Any]]]) -> tuple[bytes, int]:
+        """The pipelined ``HMGET``s for ``entities`` as one RESP buffer, and their count."""
+        parts, project = [], self.layout.project
+        for name, rows in entities.items():
+            group = self.layout.groups[name]
+            head, tail = self.packed[name]
+            parts += [hmget(head, tail, group.key(values, project)) for values in rows]
+        return b"".join(parts), len(parts)
 
     def commands(self, entities: Mapping[str, Sequence[Sequence[Any]]]) -> list[tuple]:
         """``HMGET`` commands for ``entities[group] = [join-key values, ...]``."""
@@ -302,18 +396,20 @@ class OnlineReader:
         return commands
 
     async def read(
-        self, client: Any, entities: Mapping[str, Sequence[Sequence[Any]]], now_micros: int | None
+        self,
+        pipe: RedisPipe,
+        entities: Mapping[str, Sequence[Sequence[Any]]],
+        now_micros: int | None,
     ) -> dict[str, GroupValues]:
-        """Every group's values for the given entities (a redis.asyncio client)."""
-        pipe = client.pipeline(transaction=False)
-        for command in self.commands(entities):
-            pipe.execute_command(*command)
-        replies = await pipe.execute()
+        """Every group's values for the given entities, in one round trip."""
+        payload, count = self.payload(entities)
+        replies = await pipe.execute(payload, count)
         return self.decode(entities, replies, now_micros)
 
     def read_sync(
         self, client: Any, entities: Mapping[str, Sequence[Sequence[Any]]], now_micros: int | None
     ) -> dict[str, GroupValues]:
+        """The same read through a redis-py client (tools and tests)."""
         pipe = client.pipeline(transaction=False)
         for command in self.commands(entities):
             pipe.execute_command(*command)
@@ -325,10 +421,15 @@ class OnlineReader:
         replies: Sequence[Sequence[bytes | None]],
         now_micros: int | None,
     ) -> dict[str, GroupValues]:
-        out, at = {}, 0
+        numbers = decode_numbers([value or b"" for reply in replies for value in reply])
+        out, at, offset = {}, 0, 0
         for name, rows in entities.items():
+            size = len(rows) * len(self.layout.groups[name].fields)
             out[name] = decode_group(
-                self.layout.groups[name], replies[at : at + len(rows)], now_micros
+                self.layout.groups[name],
+                replies[at : at + len(rows)],
+                now_micros,
+                tuple(a[offset : offset + size] for a in numbers),  # type: ignore[arg-type]
             )
-            at += len(rows)
+            at, offset = at + len(rows), offset + size
         return out

@@ -21,13 +21,14 @@ from pipelines import event_bus
 from serving import auction, schemas
 from serving.auction import Exploration, Pacing
 from serving.config import ServingSettings
+from serving.redis_pipe import RedisPipe, RedisReplyError
 from serving.scoring import Fetched, LoadedModel, Request, Scored, Scorer, now_micros
 from serving.telemetry import Stopwatch, Telemetry
 from training.feature_map import Masked
 
 log = logging.getLogger("adstack.serving")
 SERVED_STREAM = "adstack:served"
-FAILURES = (RedisError, OSError, asyncio.TimeoutError, TimeoutError)
+FAILURES = (RedisError, RedisReplyError, OSError, asyncio.TimeoutError, TimeoutError)
 
 
 def micros_of(moment: datetime | None) -> int:
@@ -62,7 +63,8 @@ class Service:
         self, settings: ServingSettings, client: Any, ctr: LoadedModel, cvr: LoadedModel
     ) -> None:
         self.settings = settings
-        self.redis = client
+        self.redis = client  # redis-py: events, the served log, readiness
+        self.pipe = RedisPipe(settings.effective_redis_url, settings.redis_max_connections)  # reads
         self.scorer = Scorer(ctr, cvr, settings.feast_project)
         self.telemetry = Telemetry()
         self.telemetry.set_models(self.versions)
@@ -94,7 +96,7 @@ class Service:
         if time.monotonic() >= self.backoff_until:
             try:
                 fetched = await scorer.fetch(
-                    self.redis, request, self.settings.redis_deadline_ms / 1000
+                    self.pipe, request, self.settings.redis_deadline_ms / 1000
                 )
                 for view, count in fetched.expired.items():
                     self.telemetry.expired_rows.labels(view).inc(count)
@@ -150,29 +152,29 @@ class Service:
         columns = scorer.assemble(fetched, request)
         watch.lap("assemble")
         n = len(request.ad_ids)
-        scored = scorer.score(columns, n)
+        bid, bid_type, unknown = self._bids(body, fetched)
+        # pCVR ranks CPA ads only; CPC winners get theirs after the auction.
+        scored = scorer.score(columns, n, np.flatnonzero(bid_type == auction.CPA))
         watch.lap("inference")
-        result = self._auction(body, request, fetched, scored, columns)
+        result = self._auction(body, request, fetched, scored, columns, bid, bid_type, unknown)
         watch.lap("auction")
         self.telemetry.missing_features.inc(scored.missing)
         self.telemetry.fill(body.slots, len(result.winners))
         result.response.timings_ms.update(watch.ms)
         return result
 
-    def _auction(
-        self,
-        body: schemas.AuctionRequest,
-        request: Request,
-        fetched: Fetched,
-        scored: Scored,
-        columns: dict[str, Any],
-    ) -> AuctionResult:
-        n = len(request.ad_ids)
-        profiles = fetched.profiles
+    @staticmethod
+    def _bids(
+        body: schemas.AuctionRequest, fetched: Fetched
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bid, bid type and unknown flag per candidate: the request's, else the catalog's."""
+        n = len(body.candidates)
         bid = np.full(n, np.nan)
         bid_type = np.zeros(n, dtype=np.int8)
         unknown = np.zeros(n, dtype=bool)
-        for i, (candidate, profile) in enumerate(zip(body.candidates, profiles, strict=True)):
+        for i, (candidate, profile) in enumerate(
+            zip(body.candidates, fetched.profiles, strict=True)
+        ):
             kind = candidate.bid_type or (profile.bid_type if profile else None)
             value = (
                 candidate.bid if candidate.bid is not None else (profile.bid if profile else None)
@@ -181,10 +183,26 @@ class Service:
                 unknown[i] = True
                 continue
             bid[i], bid_type[i] = value, auction.BID_TYPES[kind]
+        return bid, bid_type, unknown
+
+    def _auction(
+        self,
+        body: schemas.AuctionRequest,
+        request: Request,
+        fetched: Fetched,
+        scored: Scored,
+        columns: dict[str, Any],
+        bid: np.ndarray,
+        bid_type: np.ndarray,
+        unknown: np.ndarray,
+    ) -> AuctionResult:
+        n = len(request.ad_ids)
+        profiles = fetched.profiles
         budget = _numbers(columns.get("campaign_daily_budget"), n)
         spend = _numbers(columns.get("campaign_spend_today"), n)
         multiplier, exhausted = self.pacing.multipliers(spend, budget, request.timestamp_micros)
-        model_quality = auction.quality(bid_type, scored.pctr, scored.pcvr)
+        pcvr = np.nan_to_num(scored.pcvr, nan=0.0)  # not needed (CPC) where not scored
+        model_quality = auction.quality(bid_type, scored.pctr, pcvr)
         ranking_ctr, explored, draw = scored.pctr, np.zeros(n, bool), np.full(n, np.nan)
         if body.explore and not fetched.degraded and self.exploration.weight > 0:
             ranking_ctr, explored, draw = self.exploration.ranking_ctr(
@@ -193,7 +211,7 @@ class Service:
                 _numbers(columns.get("ad_clicks_24h"), n),
                 np.random.default_rng(request_seed(body.request_id)),
             )
-        ranking_quality = auction.quality(bid_type, ranking_ctr, scored.pcvr)
+        ranking_quality = auction.quality(bid_type, ranking_ctr, pcvr)
         outcome = auction.run(
             request.ad_ids,
             bid,
@@ -204,6 +222,7 @@ class Service:
             body.slots,
             body.reserve_price,
         )
+        self.scorer.fill_cvr(scored, outcome.winners)
         paced_ecpm = auction.MILLE * np.nan_to_num(bid * multiplier) * ranking_quality
         below = ~unknown & ~exhausted & (paced_ecpm < body.reserve_price)
         winners = []
@@ -334,9 +353,10 @@ class Service:
             return False
 
     async def drain(self) -> None:
-        """Wait for background log writes (graceful shutdown)."""
+        """Wait for background log writes (graceful shutdown), close the read pool."""
         if self.background:
             await asyncio.wait(self.background, timeout=2.0)
+        await self.pipe.close()
 
 
 _REQUEST_COLUMNS = {

@@ -63,12 +63,16 @@ def export_onnx(trained: TrainedModel, path: Path) -> Path:
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    return session_from_bytes(path.read_bytes(), threads)
+
+
+def session_from_bytes(graph: bytes, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Spinning threads steal the CPU a web server on the same cores needs (DESIGN.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def raw_probabilities(

@@ -80,15 +80,15 @@ class SparseField:
         """Embedding row per value (int64) and how many values were missing. A scalar
         value is broadcast to ``rows``."""
         if np.ndim(values) == 0 and not isinstance(values, Masked):
-            index, missing = self.indices(np.array([values], dtype=object), 1)
-            return np.full(rows, index[0], dtype=np.int64), missing * rows
+            return self._broadcast(values, rows)
         if self.kind == HASH:
             numbers, present = _ids(values)
             hashed = (splitmix64(numbers, self.seed) % np.uint64(self.buckets - 1)).astype(np.int64)
             return np.where(present, hashed + 1, MISSING_INDEX), int((~present).sum())
         if isinstance(values, Masked):
             text = values.values.astype(str).astype(object)
-            values = np.where(values.present, text, None)
+            text[~values.present] = None
+            values = text
         values = np.asarray(values)
         if values.dtype == object:
             items = values.tolist()
@@ -101,6 +101,19 @@ class SparseField:
         as_text = _text(values)
         codes = pd.Categorical(as_text, categories=self.vocabulary).codes.astype(np.int64) + 1
         return codes, int(pd.isna(as_text).sum())
+
+    def _broadcast(self, value: Any, rows: int) -> tuple[np.ndarray, int]:
+        """One value for every row (a request's user and context features)."""
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return np.full(rows, MISSING_INDEX, dtype=np.int64), rows
+        if self.kind == VOCAB and isinstance(value, str | int | np.integer):
+            text = value if isinstance(value, str) else str(int(value))
+            return np.full(rows, self.lookup.get(text, MISSING_INDEX), dtype=np.int64), 0
+        if self.kind == HASH and isinstance(value, int | np.integer):
+            index, _ = self.indices(np.array([value], dtype=np.int64), 1)
+            return np.full(rows, index[0], dtype=np.int64), 0
+        index, missing = self.indices(np.array([value], dtype=object), 1)
+        return np.full(rows, index[0], dtype=np.int64), missing * rows
 
 
 @dataclass
@@ -117,6 +130,10 @@ def _numbers(raw: Any, rows: int) -> np.ndarray:
     if isinstance(raw, Masked):
         return np.where(raw.present, raw.values.astype(np.float64), np.nan)
     if np.ndim(raw) == 0:
+        if raw is None:
+            return np.full(rows, np.nan)
+        if isinstance(raw, int | float | np.integer | np.floating) and not isinstance(raw, bool):
+            return np.full(rows, float(raw))
         value = pd.to_numeric(pd.Series([raw]), errors="coerce").to_numpy(dtype=np.float64)[0]
         return np.full(rows, value)
     values = np.asarray(raw)

@@ -162,7 +162,7 @@ def _entities(stack: Stack) -> dict[str, list[list]]:
 
 def test_fast_reader_returns_what_feasts_sdk_returns(stack: Stack) -> None:
     store = FeatureStore(repo_path=str(stack.repo))
-    layout = OnlineLayout.of(contract.ALL_VIEWS)
+    layout = OnlineLayout.of(list(contract.ALL_VIEWS))
     reader = OnlineReader(layout)
     entities = _entities(stack)
     client = redis.Redis.from_url(stack.url)
@@ -190,14 +190,14 @@ def test_values_older_than_their_ttl_are_missing(stack: Stack) -> None:
     client = redis.Redis.from_url(stack.url)
     ads = [[int(a)] for a in stack.ads["ad_id"]]
     fresh = reader.read_sync(client, {"ad_id": ads}, int(REQUEST_AT.timestamp() * 1e6))["ad_id"]
-    assert not np.isnan(fresh.numbers["ad_impressions_30d"]).all()
+    assert not np.isnan(fresh.number("ad_impressions_30d")).all()
     assert fresh.expired["ad_daily"] == 0
     # Three days later the daily rows (TTL two days) have expired; the profile has no TTL.
     later = int((REQUEST_AT + timedelta(days=3)).timestamp() * 1e6)
     stale = reader.read_sync(client, {"ad_id": ads}, later)["ad_id"]
-    assert np.isnan(stale.numbers["ad_impressions_30d"]).all()
-    assert stale.expired["ad_daily"] == int((~np.isnan(fresh.numbers["ad_impressions_30d"])).sum())
-    np.testing.assert_array_equal(stale.numbers["ad_bid"], fresh.numbers["ad_bid"])
+    assert np.isnan(stale.number("ad_impressions_30d")).all()
+    assert stale.expired["ad_daily"] == int((~np.isnan(fresh.number("ad_impressions_30d"))).sum())
+    np.testing.assert_array_equal(stale.number("ad_bid"), fresh.number("ad_bid"))
 
 
 # ---------------------------------------------------------------- the app
