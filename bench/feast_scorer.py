@@ -45,7 +45,7 @@ class FeastSdkScorer(Scorer):
             self.store = FeatureStore(repo_path=str(get_settings().feature_repo))
         return self.store
 
-    async def fetch(self, client, request: Request, deadline_s: float) -> Fetched:
+    async def fetch(self, client, request: Request) -> Fetched:
         # The SDK is synchronous: run it off the event loop, as a FastAPI user would.
         return await asyncio.to_thread(self._fetch, request)
 

@@ -72,3 +72,17 @@ def record(
     lines.append(row)
     TABLE.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_section(key: str, lines: list[str]) -> None:
+    """Replace (or insert before the main table) the ``<!-- bench.<key> -->`` section of
+    BENCHMARKS.md with ``lines``."""
+    begin, end = f"<!-- bench.{key}:begin -->", f"<!-- bench.{key}:end -->"
+    text = TABLE.read_text() if TABLE.exists() else HEADER
+    if begin in text:
+        before, rest = text.split(begin, 1)
+        text = before + rest.split(end, 1)[1].lstrip("\n")
+    rows = text.splitlines()
+    at = next(i for i, line in enumerate(rows) if line.startswith("| benchmark |"))
+    rows[at:at] = [begin, *lines, end, ""]
+    TABLE.write_text("\n".join(rows) + "\n")

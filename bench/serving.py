@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bench.harness import ROOT, record
+from bench.harness import ROOT, record, write_section
 from bench.loadgen import request_bytes, run
 from bench.materialize import synthetic_table, write_table
 from feature_repo import contract
@@ -48,11 +48,13 @@ REQUEST_AT = STAMP + timedelta(hours=12)
 USERS, ADS, CAMPAIGNS, ADVERTISERS, CATEGORIES = 1_000_000, 100_000, 10_000, 2_000, 7
 BOUNDS_MS = {50: 10.0, 500: 30.0}
 RATES = {
-    ("ours", 50): [100, 200, 400, 600, 800, 1000, 1200, 1500, 2000],
-    ("ours", 500): [25, 50, 100, 150, 200, 300, 400],
-    ("feast", 50): [2, 5, 10, 20, 40, 80, 160],
-    ("feast", 500): [1, 2, 5, 10, 20, 40],
+    ("ours", 50): [50, 100, 150, 200, 250, 300, 400, 500, 700, 1000],
+    ("ours", 500): [10, 20, 30, 40, 60, 80, 100, 150],
+    ("feast", 50): [2, 5, 10, 20, 40, 60],
+    ("feast", 500): [1, 2, 5, 10, 20],
 }
+# A sweep ends once p99 passes this: the server is saturated and only queues.
+SATURATED_MS = 1000.0
 APPS = {"ours": "serving.app:app", "feast": "bench.feast_scorer:app"}
 
 
@@ -259,8 +261,11 @@ def stop_server(process: subprocess.Popen) -> None:
 
 def serialise_ms(port: int) -> float | None:
     """Mean serialise time from one worker's /metrics (the response cannot carry it)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+    except OSError:  # a saturated server may not answer in time
+        return None
     total = count = None
     for line in text.splitlines():
         if 'stage="serialise"' in line and 'endpoint="auction"' in line:
@@ -278,8 +283,10 @@ def sweep(
 
     url = f"http://127.0.0.1:{port}/v1/auction"
     requests = [request_bytes(url, body) for body in payloads]
-    bound = BOUNDS_MS[candidates]
-    uvloop.run(run(url, requests, RATES[name, candidates][0], 3.0))  # warm-up
+    # Warm-up: every body twice, so each worker has read every ad's profile once (the
+    # steady state of a scorer that has been up for a while).
+    warm_rate = max(RATES[name, candidates][0], 2)
+    uvloop.run(run(url, requests, warm_rate, min(2 * len(requests) / warm_rate, 20.0)))
     points = []
     for rate in RATES[name, candidates]:
         result = uvloop.run(run(url, requests, rate, seconds, timeout_s=5.0)).summary()
@@ -289,18 +296,31 @@ def sweep(
             f"{name} {candidates} candidates @ {rate}/s: p50 {result['p50_ms']} p99 "
             f"{result['p99_ms']} p99.9 {result['p999_ms']} ms, ok {result['ok']}/{result['sent']}"
         )
-        if result["p99_ms"] > 3 * bound or result["ok"] < 0.9 * result["sent"]:
+        if result["p99_ms"] > SATURATED_MS or result["ok"] < 0.9 * result["sent"]:
             break
     return points
 
 
-def highest_rate(points: list[dict], bound: float) -> float:
+def highest_rate(
+    points: list[dict], bound: float, degraded_share: float = 0.0, failure_share: float = 0.001
+) -> float:
+    """The highest rate with p99 within ``bound``, every request answered but for at most
+    ``failure_share`` connection failures, and at most ``degraded_share`` degraded."""
     good = [
         p["rate"]
         for p in points
-        if p["p99_ms"] <= bound and p["ok"] == p["sent"] and not p["late"] and not p["failures"]
+        if p["p99_ms"] <= bound
+        and p["ok"] >= p["sent"] - p["failures"]
+        and p["failures"] <= failure_share * p["sent"]
+        and not p["late"]
+        and p["degraded"] <= degraded_share * p["sent"]
     ]
     return max(good, default=0.0)
+
+
+def sustained_rate(points: list[dict]) -> float:
+    """Keeping up: p99 under 1 s, at most 5% degraded and 0.5% connection failures."""
+    return highest_rate(points, SATURATED_MS, 0.05, 0.005)
 
 
 def main() -> None:
@@ -335,7 +355,9 @@ def main() -> None:
     try:
         for name in args.servers:
             port = redis_server.free_port()
-            process = start_server(name, port, args.workers, env, work)
+            # The baseline is Feast as shipped: no read deadline (it would answer degraded).
+            server_env = env if name == "ours" else {**env, "ADSTACK_REDIS_DEADLINE_MS": "60000"}
+            process = start_server(name, port, args.workers, server_env, work)
             try:
                 for candidates in args.candidates:
                     payloads = bodies(candidates, 500, seed=candidates)
@@ -344,12 +366,90 @@ def main() -> None:
                         "points": points,
                         "bound_ms": BOUNDS_MS[candidates],
                         "highest_rate": highest_rate(points, BOUNDS_MS[candidates]),
+                        # The highest rate served without falling behind (p99 <= 1 s).
+                        "sustained_rate": sustained_rate(points),
                     }
             finally:
                 stop_server(process)
     finally:
         redis_server.stop(redis_dir)
     report(results, args)
+
+
+def rewrite(path: Path) -> None:
+    """Rewrite BENCHMARKS.md from a results JSON (after a change to the report only)."""
+    results = json.loads(path.read_text())
+    for key in ("name", "date", "commit", "machine"):
+        results.pop(key, None)
+    for key, value in results.items():
+        if isinstance(value, dict) and "points" in value:
+            bound = BOUNDS_MS[int(key.rsplit("_", 1)[1])]
+            value["highest_rate"] = highest_rate(value["points"], bound)
+            value["sustained_rate"] = sustained_rate(value["points"])
+    candidates = sorted({int(k.rsplit("_", 1)[1]) for k in results if k.startswith("ours_")})
+    args = argparse.Namespace(workers=results["workers"], candidates=candidates)
+    sys.argv = [sys.argv[0], "--workdir", "/tmp/serving-bench"]
+    report({k: v for k, v in results.items() if not k.startswith("ratio_")}, args)
+
+
+def section(results: dict, args: argparse.Namespace, command: str) -> list[str]:
+    """The latency curves, the rates under the bounds and the stage breakdown."""
+    lines = [
+        "## Scorer latency under open-loop load",
+        "",
+        f"`{command}`, {datetime.now(UTC):%Y-%m-%d}; {args.workers} uvicorn workers, load "
+        "generator, Redis and server on the same 2 cores; online features for 1M users and "
+        "100k ads; 3 slots; latency from each request's scheduled send time.",
+        "",
+        "| server | candidates | rate req/s | p50 ms | p99 ms | p99.9 ms | answered | degraded |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, value in results.items():
+        if not isinstance(value, dict) or "points" not in value:
+            continue
+        name, candidates = key.rsplit("_", 1)
+        label = "ours" if name == "ours" else "Feast SDK baseline"
+        for p in value["points"]:
+            lines.append(
+                f"| {label} | {candidates} | {p['rate']:g} | {p['p50_ms']:g} | {p['p99_ms']:g} "
+                f"| {p['p999_ms']:g} | {p['ok']}/{p['sent']} | {p['degraded']} |"
+            )
+    lines += ["", "| server | candidates | p99 bound | highest rate within it | sustained rate |"]
+    lines += ["|---|---|---|---|---|"]
+    for key, value in results.items():
+        if isinstance(value, dict) and "points" in value:
+            name, candidates = key.rsplit("_", 1)
+            lines.append(
+                f"| {name} | {candidates} | {value['bound_ms']:g} ms | "
+                f"{value['highest_rate']:g} req/s | {value['sustained_rate']:g} req/s |"
+            )
+    lines += [
+        "",
+        "Within the bound: every request answered (at most 0.1% connection failures), none "
+        "degraded. Sustained: p99 under 1 s, at most 5% degraded answers and 0.5% "
+        "connection failures (beyond it the server only queues or sheds). Stage "
+        "breakdown of ours (median / p99 ms over a 10% sample "
+        "of responses; serialise from one worker's /metrics):",
+        "",
+        "| candidates | rate | parse | redis | assemble | inference | auction | serialise (mean) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for candidates in args.candidates:
+        ours = results.get(f"ours_{candidates}")
+        if not ours:
+            continue
+        for p in ours["points"][:3]:
+            st = p["stages_ms"]
+            cells = [
+                f"{st[s]['p50']:g} / {st[s]['p99']:g}" if s in st else "-"
+                for s in ("parse", "redis", "assemble", "inference", "auction")
+            ]
+            lines.append(
+                f"| {candidates} | {p['rate']:g} | "
+                + " | ".join(cells)
+                + f" | {p.get('serialise_mean_ms')} |"
+            )
+    return lines
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
@@ -360,32 +460,30 @@ def report(results: dict, args: argparse.Namespace) -> None:
         bound = BOUNDS_MS[candidates]
         if ours:
             parts.append(
-                f"{candidates} candidates: {ours['highest_rate']:g} req/s at p99 <= {bound:g} ms"
+                f"{candidates} candidates: {ours['highest_rate']:g} req/s at p99 <= {bound:g} ms "
+                f"(p99 {ours['points'][0]['p99_ms']:g} ms at {ours['points'][0]['rate']:g} "
+                f"req/s), {ours['sustained_rate']:g} req/s sustained"
             )
         if feast:
-            base.append(f"{candidates} candidates: Feast SDK {feast['highest_rate']:g} req/s")
-        if ours and feast:
-            ratio = (
-                ours["highest_rate"] / feast["highest_rate"]
-                if feast["highest_rate"]
-                else float("inf")
+            base.append(
+                f"{candidates} candidates: Feast SDK {feast['highest_rate']:g} req/s at p99 <= "
+                f"{bound:g} ms (p99 {feast['points'][0]['p99_ms']:g} ms at "
+                f"{feast['points'][0]['rate']:g} req/s), {feast['sustained_rate']:g} req/s "
+                "sustained"
             )
-            ratios.append(f"{candidates}: {ratio:.1f}x")
-            results[f"ratio_{candidates}"] = ratio
-    command = "python -m bench.serving " + " ".join(sys.argv[1:])
+        if ours and feast and feast["sustained_rate"]:
+            ratio = ours["sustained_rate"] / feast["sustained_rate"]
+            ratios.append(f"{candidates}: {ratio:.1f}x sustained rate")
+            results[f"sustained_ratio_{candidates}"] = ratio
+    command = ("python -m bench.serving " + " ".join(sys.argv[1:])).strip()
+    write_section("serving", section(results, args, command))
     record(
         "serving",
         results,
         result="; ".join(parts),
         baseline="; ".join(base),
-        ratio="; ".join(ratios),
-        command=command.strip(),
-    )
-    print(
-        json.dumps(
-            {k: v for k, v in results.items() if not isinstance(v, dict) or "points" not in v},
-            indent=2,
-        )
+        ratio="; ".join(ratios) or "-",
+        command=command,
     )
 
 

@@ -25,10 +25,13 @@ class ServingSettings(Settings):
     model_alias: str = "champion"
     feast_project: str = "adstack"
     onnx_threads: int = Field(default=1, ge=1)
-    # Online reads: the whole pipelined round trip must finish within the deadline, or
-    # the request is answered degraded (priors and defaults). After a failure, Redis is
-    # left alone for `redis_backoff_s` before one request probes it again.
-    redis_deadline_ms: float = Field(default=8.0, gt=0)
+    # Online reads must finish within `redis_deadline_ms` plus
+    # `redis_deadline_per_candidate_ms` per candidate (13 ms at 50 candidates, 40 ms at
+    # 500), or the request is answered degraded (priors and defaults). A timeout degrades
+    # that request only; after a connection or server error Redis is left alone for
+    # `redis_backoff_s` before one request probes it again.
+    redis_deadline_ms: float = Field(default=10.0, gt=0)
+    redis_deadline_per_candidate_ms: float = Field(default=0.06, ge=0)
     redis_backoff_s: float = Field(default=1.0, ge=0)
     redis_max_connections: int = Field(default=64, ge=1)
     # Exploration (Thompson sampling) of ads with few streamed impressions.
@@ -45,6 +48,9 @@ class ServingSettings(Settings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_candidates: int = Field(default=1000, ge=1)
     max_events: int = Field(default=10_000, ge=1)
+
+    def redis_deadline_s(self, candidates: int) -> float:
+        return (self.redis_deadline_ms + self.redis_deadline_per_candidate_ms * candidates) / 1000
 
     def check_secure(self) -> None:
         """Refuse to serve outside development with an empty or default token."""

@@ -15,7 +15,6 @@ profile changed, costs one more round trip for its campaign, advertiser and cate
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,15 +190,13 @@ class Scorer:
                 plan[group] = rows
         return plan
 
-    async def fetch(self, client: Any, request: Request, deadline_s: float) -> Fetched:
-        """Read every group the models and the auction need; raises on Redis errors or
-        when the deadline passes (the caller answers degraded)."""
+    async def fetch(self, client: Any, request: Request) -> Fetched:
+        """Read every group the models and the auction need; raises on Redis errors (the
+        caller bounds it with its deadline and answers degraded)."""
         cached = [self.profiles.get(int(a)) for a in request.ad_ids.tolist()]
         first = {USER: [[request.user_id]], AD: [[a] for a in request.ad_ids.tolist()]}
         first.update(self._plan(request, cached))
-        groups = await asyncio.wait_for(
-            self.reader.read(client, first, request.timestamp_micros), deadline_s
-        )
+        groups = await self.reader.read(client, first, request.timestamp_micros)
         profiles = self._profiles(groups[AD], request.ad_ids)
         round_trips = 1
         changed = [
@@ -215,9 +212,7 @@ class Scorer:
             }
             more = {g: rows for g, rows in more.items() if rows}
             if more:
-                extra = await asyncio.wait_for(
-                    self.reader.read(client, more, request.timestamp_micros), deadline_s
-                )
+                extra = await self.reader.read(client, more, request.timestamp_micros)
                 round_trips += 1
                 for g, values in extra.items():
                     groups[g] = GroupValues.concat(groups[g], values) if g in groups else values

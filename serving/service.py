@@ -94,13 +94,16 @@ class Service:
         """Online features, or a degraded answer when Redis fails or is backing off."""
         scorer = self.scorer
         if time.monotonic() >= self.backoff_until:
+            deadline = self.settings.redis_deadline_s(len(request.ad_ids))
             try:
-                fetched = await scorer.fetch(
-                    self.pipe, request, self.settings.redis_deadline_ms / 1000
-                )
+                fetched = await asyncio.wait_for(scorer.fetch(self.pipe, request), deadline)
                 for view, count in fetched.expired.items():
                     self.telemetry.expired_rows.labels(view).inc(count)
                 return fetched
+            except TimeoutError:
+                # Slow, not down: this request is answered without features, the next
+                # one tries again.
+                self.telemetry.errors.labels("redis_deadline").inc()
             except FAILURES as error:
                 self.backoff_until = time.monotonic() + self.settings.redis_backoff_s
                 self.telemetry.errors.labels(f"redis_{type(error).__name__}").inc()

@@ -19,16 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from feature_repo import contract
 from training import calibration
-from training.dataset import TrainingSet
 from training.feature_map import FeatureMap
 from training.metrics import gate
-from training.train import TrainedModel, predict
+
+if TYPE_CHECKING:  # torch and the training loop stay out of the scorer's processes
+    from training.dataset import TrainingSet
+    from training.train import TrainedModel
 
 MANIFEST_VERSION = 1
 SPARSE_INPUT = "sparse_ids"
@@ -43,6 +46,8 @@ def output_names(task: str) -> list[str]:
 def export_onnx(trained: TrainedModel, path: Path) -> Path:
     """Write the graph with a dynamic batch axis (TorchScript-based exporter: the
     torch.export-based one needs onnxscript, which adstack does not install)."""
+    import torch
+
     fm = trained.feature_map
     example = (
         torch.zeros((2, len(fm.sparse)), dtype=torch.int64),
@@ -100,6 +105,8 @@ def score(
 
 def parity(trained: TrainedModel, onnx_path: Path, frame) -> dict[str, float]:
     """Max |onnxruntime - torch| over a real batch, for every output probability."""
+    from training.train import predict
+
     encoded = trained.feature_map.transform(frame)
     expected = predict(trained.model, encoded)
     got = raw_probabilities(session(onnx_path), encoded.sparse, encoded.dense)
