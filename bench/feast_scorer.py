@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 from fastapi import FastAPI
 
+from feature_repo import contract
 from serving import app as serving_app
+from serving import scoring
 from serving.scoring import AUCTION_COLUMNS, AdProfile, Fetched, Request, Scorer
 from serving.service import Service
 
-PROFILE = ["ad_profile:ad_campaign_id", "ad_profile:ad_advertiser_id", "ad_profile:ad_category",
-           "ad_profile:ad_bid", "ad_profile:ad_bid_type"]  # fmt: skip
+PROFILE = [f"{contract.AD_PROFILE.name}:{f.name}" for f in contract.AD_PROFILE.features]
 
 
 @dataclass
@@ -58,11 +59,11 @@ class FeastSdkScorer(Scorer):
         known = [
             AdProfile(c, v, cat, b, t)
             for c, v, cat, b, t in zip(
-                profiles["ad_campaign_id"],
-                profiles["ad_advertiser_id"],
-                profiles["ad_category"],
-                profiles["ad_bid"],
-                profiles["ad_bid_type"],
+                profiles[scoring.AD_CAMPAIGN],
+                profiles[scoring.AD_ADVERTISER],
+                profiles[scoring.AD_CATEGORY],
+                profiles[scoring.AD_BID],
+                profiles[scoring.AD_BID_TYPE],
                 strict=True,
             )  # fmt: skip
         ]

@@ -41,11 +41,24 @@ USER, AD, ADVERTISER, CAMPAIGN, USER_CATEGORY = (
 # Views the auction reads besides the models' features: the ad's bid and owner, its
 # streamed delivery (exploration), the campaign's budget and spend today (pacing).
 AUCTION_VIEWS = ("ad_profile", "ad_stream", "campaign_profile", "campaign_stream")
+# Names from the contract: the ad profile's columns by their catalog source, the
+# streamed 24-hour delivery (exploration), today's spend and the daily budget (pacing).
+_AD = {f.source: f.name for f in contract.AD_PROFILE.features}
+AD_CAMPAIGN, AD_ADVERTISER, AD_CATEGORY, AD_BID, AD_BID_TYPE = (
+    _AD[column] for column in ("campaign_id", "advertiser_id", "category", "bid", "bid_type")
+)
+_DAY = contract.STREAM_WINDOWS[-1]
+AD_IMPRESSIONS_24H = contract.feature_name("ad", "impressions", _DAY)
+AD_CLICKS_24H = contract.feature_name("ad", "clicks", _DAY)
+CAMPAIGN_BUDGET = next(
+    f.name for f in contract.CAMPAIGN_PROFILE.features if f.source == "daily_budget"
+)
+CAMPAIGN_SPEND_TODAY = contract.feature_name("campaign", "spend", contract.TODAY)
 AUCTION_COLUMNS = (
-    ("ad_stream", "ad_impressions_24h"),
-    ("ad_stream", "ad_clicks_24h"),
-    ("campaign_profile", "campaign_daily_budget"),
-    ("campaign_stream", "campaign_spend_today"),
+    (contract.AD_STREAM.name, AD_IMPRESSIONS_24H),
+    (contract.AD_STREAM.name, AD_CLICKS_24H),
+    (contract.CAMPAIGN_PROFILE.name, CAMPAIGN_BUDGET),
+    (contract.CAMPAIGN_STREAM.name, CAMPAIGN_SPEND_TODAY),
 )
 
 
@@ -230,9 +243,9 @@ class Scorer:
 
     def _profiles(self, ads: GroupValues, ad_ids: np.ndarray) -> list[AdProfile | None]:
         out: list[AdProfile | None] = []
-        campaign, has_campaign = ads.integer("ad_campaign_id")
-        advertiser, has_advertiser = ads.integer("ad_advertiser_id")
-        bids = ads.number("ad_bid")
+        campaign, has_campaign = ads.integer(AD_CAMPAIGN)
+        advertiser, has_advertiser = ads.integer(AD_ADVERTISER)
+        bids = ads.number(AD_BID)
         for row, ad_id in enumerate(ad_ids.tolist()):
             if not (has_campaign[row] or has_advertiser[row]):
                 out.append(None)
@@ -240,9 +253,9 @@ class Scorer:
             profile = AdProfile(
                 int(campaign[row]) if has_campaign[row] else None,
                 int(advertiser[row]) if has_advertiser[row] else None,
-                ads.strings["ad_category"][row],
+                ads.strings[AD_CATEGORY][row],
                 None if np.isnan(bids[row]) else float(bids[row]),
-                ads.strings["ad_bid_type"][row],
+                ads.strings[AD_BID_TYPE][row],
             )
             self.profiles[ad_id] = profile
             out.append(profile)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
+from feature_repo import contract
 from pipelines import event_bus
-from serving import auction, schemas
+from serving import auction, schemas, scoring
 from serving.auction import Exploration, Pacing
 from serving.config import ServingSettings
 from serving.redis_pipe import RedisPipe, RedisReplyError
@@ -201,8 +202,8 @@ class Service:
     ) -> AuctionResult:
         n = len(request.ad_ids)
         profiles = fetched.profiles
-        budget = _numbers(columns.get("campaign_daily_budget"), n)
-        spend = _numbers(columns.get("campaign_spend_today"), n)
+        budget = _numbers(columns.get(scoring.CAMPAIGN_BUDGET), n)
+        spend = _numbers(columns.get(scoring.CAMPAIGN_SPEND_TODAY), n)
         multiplier, exhausted = self.pacing.multipliers(spend, budget, request.timestamp_micros)
         pcvr = np.nan_to_num(scored.pcvr, nan=0.0)  # not needed (CPC) where not scored
         model_quality = auction.quality(bid_type, scored.pctr, pcvr)
@@ -210,8 +211,8 @@ class Service:
         if body.explore and not fetched.degraded and self.exploration.weight > 0:
             ranking_ctr, explored, draw = self.exploration.ranking_ctr(
                 scored.pctr,
-                _numbers(columns.get("ad_impressions_24h"), n),
-                _numbers(columns.get("ad_clicks_24h"), n),
+                _numbers(columns.get(scoring.AD_IMPRESSIONS_24H), n),
+                _numbers(columns.get(scoring.AD_CLICKS_24H), n),
                 np.random.default_rng(request_seed(body.request_id)),
             )
         ranking_quality = auction.quality(bid_type, ranking_ctr, pcvr)
@@ -362,19 +363,7 @@ class Service:
         await self.pipe.close()
 
 
-_REQUEST_COLUMNS = {
-    "hour_of_day",
-    "day_of_week",
-    "position",
-    "placement",
-    "device",
-    "country",
-    "user_id",
-    "ad_id",
-    "advertiser_id",
-    "campaign_id",
-    "category",
-}
+_REQUEST_COLUMNS = {f.name for f in contract.REQUEST_FEATURES} | set(contract.MODEL_ENTITY_KEYS)
 
 
 def _numbers(column: Any, n: int) -> np.ndarray:
