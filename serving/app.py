@@ -87,6 +87,37 @@ class BodyLimit:
             await _too_large(limit, send)
 
 
+ENDPOINTS = {"/v1/auction": "auction", "/v1/score": "score", "/v1/events": "events"}
+
+
+class CountRequests:
+    """Counts every response by endpoint and status (4xx and 413s included); unknown
+    paths share one label so probes cannot grow the metric without bound."""
+
+    def __init__(self, app: Any, telemetry: Callable[[], Any]) -> None:
+        self.app, self.telemetry = app, telemetry
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counted(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                telemetry = self.telemetry()
+                if telemetry is not None:
+                    path = scope["path"]
+                    endpoint = ENDPOINTS.get(path) or (
+                        path.strip("/") if path in _OPERATIONS else "other"
+                    )
+                    telemetry.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+_OPERATIONS = {"/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json"}
+
+
 class _TooLarge(Exception):
     pass
 
@@ -140,8 +171,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=lambda: _limit(app))
+    app.add_middleware(CountRequests, telemetry=lambda: _telemetry(app))
     _routes(app)
     return app
+
+
+def _telemetry(app: FastAPI) -> Any:
+    service = getattr(app.state, "service", None)
+    return service.telemetry if service else None
 
 
 def _limit(app: FastAPI) -> int:
@@ -186,7 +223,6 @@ def _respond(service: ServiceDep, endpoint: str, model: Any, watch: Stopwatch) -
     watch.ms["serialise"] = round((time.perf_counter() - started) * 1000, 3)
     watch.observe(service.telemetry, endpoint)
     service.telemetry.request_seconds.labels(endpoint).observe(time.perf_counter() - watch.started)
-    service.telemetry.requests.labels(endpoint, "200").inc()
     return Response(body, media_type=JSON)
 
 

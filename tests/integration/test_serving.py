@@ -339,7 +339,7 @@ def test_bad_input_gets_a_4xx_with_a_message(stack: Stack) -> None:
             assert response.status_code == 422, (name, response.text)
             assert response.json()["detail"], name
         too_many = {**body, "candidates": [{"ad_id": i} for i in range(1001)]}
-        assert client.post("/v1/auction", json=too_many).status_code in (413, 422)
+        assert client.post("/v1/auction", json=too_many).status_code == 413
         big = client.post(
             "/v1/auction",
             content=b"{" + b" " * 5000 + b"}",
@@ -362,6 +362,10 @@ def test_bad_input_gets_a_4xx_with_a_message(stack: Stack) -> None:
             json={**body, "candidates": [{"ad_id": 10**12, "bid": 1.0, "bid_type": "CPC"}]},
         ).json()
         assert len(bid_given["winners"]) == 1
+        metrics = client.get("/metrics").text
+    # Rejections are counted by endpoint and status, 413s included.
+    assert 'adstack_requests_total{endpoint="auction",status="422"} 8.0' in metrics
+    assert 'adstack_requests_total{endpoint="auction",status="413"} 2.0' in metrics
 
 
 def test_events_need_the_token_and_reach_the_stream(stack: Stack) -> None:
