@@ -74,7 +74,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import torch
 
-from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
+from bench.harness import RESULTS, ROOT, TABLE, machine, write_section
 from bench.stream import feast_apply, head_commit
 from training import calibration, dataset
 from training.dataset import SplitDays, TrainingSet, service_features
@@ -922,11 +922,8 @@ def real_table(section: dict, title: str) -> list[str]:
     return lines
 
 
-SECTION_BEGIN, SECTION_END = "<!-- bench.quality:begin -->", "<!-- bench.quality:end -->"
-
-
 def quality_section(figures: dict, command: str, date: str) -> list[str]:
-    lines = [SECTION_BEGIN, "## Model quality", "", f"`{command}`, {date}.", ""]
+    lines = ["## Model quality", "", f"`{command}`, {date}.", ""]
     titles = {
         "sim_ctr": ("Simulator CTR, test days", quality_table),
         "sim_cvr": ("Simulator CVR (pCVR on clicked test rows)", quality_table),
@@ -941,7 +938,6 @@ def quality_section(figures: dict, command: str, date: str) -> list[str]:
             lines += [*table(figures[key], title), ""]
     for item in figures.get("not_done", []):
         lines.append(f"- Not done: {item['what']}: {item['reason']}")
-    lines += [SECTION_END, ""]
     return lines
 
 
@@ -1057,14 +1053,8 @@ def record(figures: dict, command: str) -> Path:
     path.write_text(
         json.dumps({**payload, "command": command, **figures}, indent=2, default=float) + "\n"
     )
-    text = TABLE.read_text() if TABLE.exists() else HEADER
-    if SECTION_BEGIN in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        text = before + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    lines = text.splitlines()
-    # The section goes before the main table: bench.harness appends rows at the end.
-    at = next(i for i, line in enumerate(lines) if line.startswith("| benchmark |"))
-    lines[at:at] = quality_section(figures, command, date)
+    write_section("quality", quality_section(figures, command, date))
+    lines = TABLE.read_text().splitlines()
     for name, (result, baseline, ratio) in rows(figures).items():
         earlier = figures.get(ROW_PARTS[name], {}).get("recorded_by", {})
         by, on = earlier.get("command", command), earlier.get("date", date)

@@ -153,9 +153,6 @@ class OnlineLayout:
             )
         return cls(project.encode(), groups)
 
-    def group_of(self, view: str) -> str:
-        return next(name for name, g in self.groups.items() if any(v.name == view for v in g.views))
-
 
 @dataclass
 class GroupValues:

@@ -31,7 +31,7 @@ from serving import service as service_module
 from serving.app import create_app
 from serving.config import DEVELOPMENT_TOKEN, ServingSettings
 from serving.online import OnlineLayout, OnlineReader
-from tests.integration.test_training import applied_repo
+from tests.integration.test_training import applied_repo, point_settings_at
 from training import export, registry
 from training.pipeline import build_dataset, train
 
@@ -64,17 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Stack]:
     batch_features.run(spark, data, START.date() + timedelta(days=1), END.date())
     repo = applied_repo(root, data, server.url)
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "ADSTACK_DATA": data,
-            "ADSTACK_FEATURE_REPO": repo,
-            "ADSTACK_STATE_DIR": root / "state",
-            "ADSTACK_REPORTS_DIR": root / "reports",
-            "REDIS_URL": server.url,
-            "ADSTACK_API_TOKEN": TOKEN,
-        }.items():
-            patch.setenv(name, str(value))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        get_settings.cache_clear()
+        point_settings_at(patch, root, repo, server.url, ADSTACK_API_TOKEN=TOKEN)
         settings = get_settings()
         materialize(repo, START - timedelta(days=365), END)
         ads = pd.read_parquet(data / "events" / "ads")
@@ -301,7 +291,6 @@ def test_exploration_and_budgets_change_the_auction(stack: Stack) -> None:
     assert explored["winners"] == again["winners"]  # seeded by the request id
     assert not any(w["explored"] for w in off["winners"])
     # A campaign whose streamed spend today exceeds its budget is excluded.
-    client_redis = redis.Redis.from_url(stack.url)
     store = FeatureStore(repo_path=str(stack.repo))
     campaign = int(stack.ads["campaign_id"].iloc[0])
     budget = float(
@@ -319,7 +308,6 @@ def test_exploration_and_budgets_change_the_auction(stack: Stack) -> None:
             "/v1/auction", json={**body, "candidates": [{"ad_id": int(a)} for a in ads]}
         ).json()
     assert answer["winners"] == [] and answer["candidates"]["budget_exhausted"] == len(ads)
-    client_redis.close()
 
 
 def test_bad_input_gets_a_4xx_with_a_message(stack: Stack) -> None:

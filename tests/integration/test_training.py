@@ -40,6 +40,24 @@ def applied_repo(root: Path, data: Path, redis_url: str) -> Path:
     return repo
 
 
+def point_settings_at(
+    patch: pytest.MonkeyPatch, root: Path, repo: Path, redis_url: str, **extra: str
+) -> None:
+    """Settings for a module's project under ``root``: data, repo, state, reports, Redis
+    (and ``extra`` variables); MLflow in the state folder."""
+    for name, value in {
+        "ADSTACK_DATA": root / "data",
+        "ADSTACK_FEATURE_REPO": repo,
+        "ADSTACK_STATE_DIR": root / "state",
+        "ADSTACK_REPORTS_DIR": root / "reports",
+        "REDIS_URL": redis_url,
+        **extra,
+    }.items():
+        patch.setenv(name, str(value))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, spark, redis_url: str) -> Iterator[Path]:
     """Simulated events, batch feature tables and an applied Feast repo; the settings
@@ -50,16 +68,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, spark, redis_url: str) -> 
     batch_features.run(spark, data, START.date() + timedelta(days=1), END.date())
     repo = applied_repo(root, data, redis_url)
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "ADSTACK_DATA": data,
-            "ADSTACK_FEATURE_REPO": repo,
-            "ADSTACK_STATE_DIR": root / "state",
-            "ADSTACK_REPORTS_DIR": root / "reports",
-            "REDIS_URL": redis_url,
-        }.items():
-            patch.setenv(name, str(value))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        get_settings.cache_clear()
+        point_settings_at(patch, root, repo, redis_url)
         yield root
     get_settings.cache_clear()
 
