@@ -1,0 +1,216 @@
+"""Running Great Expectations suites: one ephemeral context per validation run.
+
+The context holds a pandas and, when asked, a Spark data source; every validated batch is
+stored in the context's results store so one ``build_docs`` call renders the run's Data
+Docs (HTML) into the reports folder. Results come back as plain :class:`Check` records:
+which expectation on which column, passed or not, what was observed and what was
+allowed, so the command line, the JSON summary and the gates read one shape.
+
+Each expectation carries ``meta["check"]`` (a short name such as ``psi`` or ``range``)
+and, when it is about one feature, ``meta["feature"]``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
+from great_expectations.util import convert_to_json_serializable
+
+ENGINES = ("pandas", "spark")
+DOCS_SITE = "adstack"
+# Keyword arguments that say what an expectation allowed, for the failure messages.
+_BOUND_KEYS = (
+    "min_value", "max_value", "threshold", "quantile_ranges", "mostly", "value_set",
+)  # fmt: skip
+
+
+def check(expectation: gxe.Expectation, name: str, feature: str | None = None, **meta: Any):
+    """Tag ``expectation`` with the check it implements and the feature it is about."""
+    expectation.meta = {"check": name, **({"feature": feature} if feature else {}), **meta}
+    return expectation
+
+
+@dataclass
+class Check:
+    suite: str
+    check: str
+    expectation: str
+    column: str | None
+    feature: str | None
+    passed: bool
+    observed: Any
+    allowed: dict[str, Any]
+    failing_rows: list[int] = field(default_factory=list)
+    error: str | None = None
+
+    def describe(self) -> str:
+        subject = self.feature or self.column or "table"
+        allowed = ", ".join(f"{k}={_short(v)}" for k, v in self.allowed.items())
+        if self.error:
+            return f"{self.suite}: {subject} {self.check} could not run: {self.error}"
+        return (
+            f"{self.suite}: {subject} {self.check} observed {_short(self.observed)} "
+            f"(allowed {allowed})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return convert_to_json_serializable(asdict(self))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict) and "values" in value:  # quantiles
+        return "[" + ", ".join(_short(v) for v in value["values"]) + "]"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    checks: list[Check]
+    rows: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "passed": self.passed,
+            "rows": self.rows,
+            "expectations": len(self.checks),
+            "failed": len(self.failures),
+            "failures": [c.as_dict() for c in self.failures],
+        }
+
+
+class Runner:
+    """Validates pandas or Spark DataFrames against suites; keeps results for Data Docs."""
+
+    def __init__(self, docs_dir: Path | None = None, run_name: str = "adstack") -> None:
+        self.docs_dir = docs_dir
+        self.run_id = RunIdentifier(
+            run_name=run_name, run_time=datetime.datetime.now(datetime.UTC)
+        )
+
+    @cached_property
+    def context(self):  # GX does not export its context type
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        if self.docs_dir is not None:
+            self.docs_dir.mkdir(parents=True, exist_ok=True)
+            context.add_data_docs_site(
+                site_name=DOCS_SITE,
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(self.docs_dir.resolve()),
+                    },
+                },
+            )
+        return context
+
+    @cached_property
+    def _pandas(self):
+        asset = self.context.data_sources.add_pandas("pandas").add_dataframe_asset("frame")
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+    @cached_property
+    def _spark(self):
+        asset = self.context.data_sources.add_spark("spark").add_dataframe_asset("frame")
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+    def suite(self, name: str, expectations: list[gxe.Expectation]) -> gx.ExpectationSuite:
+        existing = {s.name for s in self.context.suites.all()}
+        if name in existing:
+            self.context.suites.delete(name)
+        suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        return suite
+
+    def validate(
+        self,
+        name: str,
+        expectations: list[gxe.Expectation],
+        frame: Any,
+        complete: bool = False,
+    ) -> SuiteResult:
+        """Validate ``frame`` (pandas or Spark) against a suite of ``expectations``.
+
+        ``complete`` asks GX for the failing row indices (small pandas tables only)."""
+        suite = self.suite(name, expectations)
+        definition = self._pandas if _is_pandas(frame) else self._spark
+        batch = definition.get_batch(batch_parameters={"dataframe": frame})
+        result_format = "COMPLETE" if complete else "SUMMARY"
+        result = batch.validate(suite, result_format={"result_format": result_format})
+        # GX's quantile expectation reports numpy booleans, which its own results store
+        # cannot serialise: convert every result to plain JSON values before storing.
+        for outcome in result.results:
+            outcome.success = bool(outcome.success)
+            outcome.result = convert_to_json_serializable(outcome.result)
+        if self.docs_dir is not None:
+            result.meta["run_id"] = self.run_id
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+                run_id=self.run_id,
+                batch_identifier=batch.id,
+            )
+            self.context.validation_results_store.set(key, result)
+        return SuiteResult(name, [_check(name, outcome) for outcome in result.results])
+
+    def build_docs(self) -> Path | None:
+        """Render the run's Data Docs; the path of ``index.html``."""
+        if self.docs_dir is None:
+            return None
+        self.context.build_data_docs(site_names=[DOCS_SITE])
+        return self.docs_dir / "index.html"
+
+
+def _is_pandas(frame: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(frame, pd.DataFrame)
+
+
+def _check(suite: str, outcome) -> Check:
+    config = outcome.expectation_config
+    kwargs = config.kwargs
+    meta = config.meta or {}
+    info = outcome.exception_info or {}
+    error = info.get("exception_message") if info.get("raised_exception") else None
+    result = outcome.result or {}
+    return Check(
+        suite=suite,
+        check=meta.get("check", config.type),
+        expectation=config.type,
+        column=kwargs.get("column"),
+        feature=meta.get("feature"),
+        passed=bool(outcome.success) and error is None,
+        observed=result.get("observed_value", result.get("unexpected_percent")),
+        allowed={k: kwargs[k] for k in _BOUND_KEYS if kwargs.get(k) is not None},
+        failing_rows=[int(i) for i in result.get("unexpected_index_list") or []],
+        error=error,
+    )
