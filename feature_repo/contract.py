@@ -78,6 +78,11 @@ class Feature:
     dtype: str
     # For profile features: the canonical catalog column the value is copied from.
     source: str | None = None
+    # Valid values, inclusive (None: unbounded on that side); the quality suites check them.
+    bounds: tuple[float | None, float | None] | None = None
+    # For windowed features: what is measured ("clicks") and over which window ("7d").
+    measure: str | None = None
+    window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,17 +132,37 @@ def windowed(
 ) -> tuple[Feature, ...]:
     """Every measure over every window, window-major: ``x_1d, y_1d, x_7d, ...``."""
     return tuple(
-        Feature(feature_name(prefix, measure, w), dtype)
+        Feature(
+            feature_name(prefix, measure, w), dtype, bounds=MEASURE_BOUNDS.get(measure),
+            measure=measure, window=w.label,
+        )
         for w in windows
         for measure, dtype in measures
-    )
+    )  # fmt: skip
+
+
+NON_NEGATIVE = (0.0, None)
+PROBABILITY = (0.0, 1.0)
+MEASURE_BOUNDS = {
+    "impressions": NON_NEGATIVE,
+    "clicks": NON_NEGATIVE,
+    "conversions": NON_NEGATIVE,
+    "distinct_ads": NON_NEGATIVE,
+    "spend": NON_NEGATIVE,
+    "ctr": PROBABILITY,
+    "cvr": PROBABILITY,
+    "click_share": PROBABILITY,
+}
+# A rate's denominator in the same view and window: where the denominator is positive a
+# rate must be present (raw rates are null only without a denominator).
+RATE_DENOMINATORS = {"ctr": "impressions", "cvr": "clicks"}
 
 
 COUNTS = (("impressions", INT64), ("clicks", INT64), ("conversions", INT64))
 RATES = (("ctr", FLOAT64), ("cvr", FLOAT64))
 SPEND = (("spend", FLOAT64),)
 
-AD_AGE = Feature("ad_days_since_first_impression", FLOAT64)
+AD_AGE = Feature("ad_days_since_first_impression", FLOAT64, bounds=NON_NEGATIVE)
 
 USER_DAILY = ViewSpec(
     "user_daily",
@@ -189,7 +214,7 @@ AD_PROFILE = ViewSpec(
         Feature("ad_category", STRING, source="category"),
         Feature("ad_format", STRING, source="format"),
         Feature("ad_bid_type", STRING, source="bid_type"),
-        Feature("ad_bid", FLOAT64, source="bid"),
+        Feature("ad_bid", FLOAT64, source="bid", bounds=NON_NEGATIVE),
     ),
     PROFILE_TTL,
     "The ad catalog: owner, category, format, bid type and catalog bid, known from the "
@@ -213,7 +238,7 @@ CAMPAIGN_PROFILE = ViewSpec(
     (CAMPAIGN,),
     (
         Feature("campaign_advertiser_id", INT64, source="advertiser_id"),
-        Feature("campaign_daily_budget", FLOAT64, source="daily_budget"),
+        Feature("campaign_daily_budget", FLOAT64, source="daily_budget", bounds=NON_NEGATIVE),
     ),
     PROFILE_TTL,
     "The campaign catalog: owner and daily budget (null: unlimited), the pacing plan's "
@@ -281,7 +306,10 @@ CAMPAIGN_STREAM = ViewSpec(
     (CAMPAIGN,),
     (
         *windowed("campaign", (("impressions", INT64), ("clicks", INT64), *SPEND), (TODAY,)),
-        Feature(feature_name("campaign", "spend", STREAM_WINDOWS[1]), FLOAT64),
+        Feature(
+            feature_name("campaign", "spend", STREAM_WINDOWS[1]), FLOAT64,
+            bounds=NON_NEGATIVE, measure="spend", window=STREAM_WINDOWS[1].label,
+        ),  # fmt: skip
     ),
     STREAM_TTL,
     "The campaign's delivery and spend since UTC midnight (the pacing input) and its "

@@ -32,6 +32,7 @@ DOCS_SITE = "adstack"
 # Keyword arguments that say what an expectation allowed, for the failure messages.
 _BOUND_KEYS = (
     "min_value", "max_value", "threshold", "quantile_ranges", "mostly", "value_set",
+    "column_A", "row_condition",
 )  # fmt: skip
 
 
@@ -53,16 +54,20 @@ class Check:
     allowed: dict[str, Any]
     failing_rows: list[int] = field(default_factory=list)
     error: str | None = None
+    # Column-value expectations: the share of values (in %) that failed.
+    unexpected_percent: float | None = None
 
     def describe(self) -> str:
         subject = self.feature or self.column or "table"
         allowed = ", ".join(f"{k}={_short(v)}" for k, v in self.allowed.items())
         if self.error:
             return f"{self.suite}: {subject} {self.check} could not run: {self.error}"
-        return (
-            f"{self.suite}: {subject} {self.check} observed {_short(self.observed)} "
-            f"(allowed {allowed})"
+        observed = (
+            f"{self.unexpected_percent:.3g}% of values outside"
+            if self.observed is None and self.unexpected_percent is not None
+            else f"observed {_short(self.observed)}"
         )
+        return f"{self.suite}: {subject} {self.check}: {observed} (allowed {allowed})"
 
     def as_dict(self) -> dict[str, Any]:
         return convert_to_json_serializable(asdict(self))
@@ -209,8 +214,9 @@ def _check(suite: str, outcome) -> Check:
         column=kwargs.get("column"),
         feature=meta.get("feature"),
         passed=bool(outcome.success) and error is None,
-        observed=result.get("observed_value", result.get("unexpected_percent")),
+        observed=result.get("observed_value"),
         allowed={k: kwargs[k] for k in _BOUND_KEYS if kwargs.get(k) is not None},
         failing_rows=[int(i) for i in result.get("unexpected_index_list") or []],
         error=error,
+        unexpected_percent=result.get("unexpected_percent"),
     )
