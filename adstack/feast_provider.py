@@ -39,11 +39,12 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.type_map import feast_value_type_to_pa
 
+from feature_repo import contract
 from pipelines.materialize import BATCH_ROWS, _ViewLayout, _Writer
 
 PARTITIONED_SUFFIX = "/*/*.parquet"
 # A zero-row partition: Spark skips folders starting with "_", so it has to look real.
-SCHEMA_FOLDER = "date=1970-01-01"
+SCHEMA_FOLDER = contract.SCHEMA_FOLDER
 MICROS_PER_DAY = 86_400_000_000
 
 

@@ -307,8 +307,11 @@ CAMPAIGN_STREAM = ViewSpec(
     (
         *windowed("campaign", (("impressions", INT64), ("clicks", INT64), *SPEND), (TODAY,)),
         Feature(
-            feature_name("campaign", "spend", STREAM_WINDOWS[1]), FLOAT64,
-            bounds=NON_NEGATIVE, measure="spend", window=STREAM_WINDOWS[1].label,
+            feature_name("campaign", "spend", STREAM_WINDOWS[1]),
+            FLOAT64,
+            bounds=NON_NEGATIVE,
+            measure="spend",
+            window=STREAM_WINDOWS[1].label,
         ),  # fmt: skip
     ),
     STREAM_TTL,
@@ -348,6 +351,11 @@ def data_root(repo_dir: Path) -> Path:
 def table_dir(data_root: Path, view_name: str) -> Path:
     """``<data root>/features/<view>``, Parquet partitioned by ``date=YYYY-MM-DD``."""
     return data_root / FEATURES_DIR / view_name
+
+
+# A zero-row partition holding only the schema, so a table nobody has written to yet can
+# still be opened (Feast's sources and the Spark profile need a schema).
+SCHEMA_FOLDER = "date=1970-01-01"
 
 
 def push_log_name(push_source: str) -> str:

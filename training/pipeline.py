@@ -10,6 +10,7 @@ before MLflow copies it into the run.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,12 @@ from training.models import ModelConfig
 from training.train import TrainConfig, TrainedModel, train_and_evaluate
 
 DEFAULT_KIND = {"ctr": "dcn", "cvr": "esmm"}
+REFERENCE_ROWS = 100_000
+log = logging.getLogger("adstack.training")
+
+
+class DataRefused(ValueError):
+    """The training set failed its quality suite and no override was given."""
 
 
 def dataset_dir(settings: Settings, task: str) -> Path:
@@ -74,8 +81,11 @@ def train(
     promote: bool = True,
     progress: Callable[[int, int, int, float], None] | None = None,
     training_set: TrainingSet | None = None,
+    accept_failed_validation: bool = False,
 ) -> TrainingRun:
-    """Train, calibrate, evaluate, export and register the ``task`` model."""
+    """Validate the training set, then train, calibrate, evaluate, export and register
+    the ``task`` model. A training set failing its quality suite is refused unless
+    ``accept_failed_validation``; the override is logged and recorded with the run."""
     from training.export import write_artifact
 
     if training_set is None:
@@ -85,11 +95,15 @@ def train(
                 f"no {task} training set at {directory}: run `adstack dataset --task {task}`"
             )
         training_set = dataset.load(directory)
+    validation = check_training_set(settings, training_set, accept_failed_validation)
     config = TrainConfig(model=ModelConfig(kind=kind or DEFAULT_KIND[task]), epochs=epochs)
     trained = train_and_evaluate(training_set, config, progress)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     artifact_dir = settings.state_dir / "models" / task / stamp
     manifest = write_artifact(trained, training_set, artifact_dir)
+    manifest["validation"] = validation
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    write_reference(training_set, manifest, artifact_dir)
     report_dir = settings.reports_dir / "training" / task
     report_dir.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -106,6 +120,51 @@ def train(
         "parity": manifest["parity"],
         "training_window": manifest["training_window"],
         "train_seconds": trained.seconds,
+        "validation": validation,
     }
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return TrainingRun(trained, manifest, registration, artifact_dir, report_dir)
+
+
+def check_training_set(
+    settings: Settings, training_set: TrainingSet, accept_failed_validation: bool = False
+) -> dict[str, Any]:
+    """Run the training-set quality suite; refuse a failing set unless overridden."""
+    from validation.gx import Runner
+    from validation.quality import check_training_set as suite
+
+    docs = settings.reports_dir / "validation" / "data_docs"
+    result = suite(Runner(docs_dir=docs, run_name=f"training-{training_set.task}"), training_set)
+    failures = [c.describe() for c in result.failures]
+    if failures and not accept_failed_validation:
+        raise DataRefused(
+            f"the {training_set.task} training set failed {len(failures)} quality checks "
+            "(pass --accept-failed-validation to train anyway):\n  " + "\n  ".join(failures)
+        )
+    if failures:
+        log.warning(
+            "training on a %s set that failed %d quality checks (override): %s",
+            training_set.task, len(failures), "; ".join(failures),
+        )  # fmt: skip
+    return {
+        "suite": result.suite,
+        "passed": result.passed,
+        "expectations": len(result.checks),
+        "failures": failures,
+        "override": bool(failures) and accept_failed_validation,
+    }
+
+
+def write_reference(training_set: TrainingSet, manifest: dict[str, Any], directory: Path) -> Path:
+    """The drift reference: the train split's model inputs and the model's predictions on
+    them, profiled and saved beside the model (registered with it)."""
+    from training.export import score, session
+    from validation.drift import reference_profile
+
+    train = training_set.part("train")
+    if len(train) > REFERENCE_ROWS:
+        train = train.sample(REFERENCE_ROWS, random_state=0)
+    judged = train[train["click"] == 1] if training_set.task == "cvr" else train
+
+    predictions = score(session(directory / "model.onnx"), manifest, judged)
+    return reference_profile(train, manifest, predictions).write(directory)

@@ -96,7 +96,10 @@ def register(
     name = MODEL_NAMES[manifest["task"]]
     run = mlflow_client.create_run(
         experiment_id, run_name=f"{name}-{manifest['model_kind']}",
-        tags={"gate_passed": str(manifest["gate"]["passed"]), "task": manifest["task"]},
+        tags={
+            "gate_passed": str(manifest["gate"]["passed"]), "task": manifest["task"],
+            "validation_override": str(manifest.get("validation", {}).get("override", False)),
+        },
     )  # fmt: skip
     run_id, now = run.info.run_id, int(time.time() * 1000)
     params = (
@@ -183,13 +186,38 @@ def _load(settings: Settings, name: str, version: str, uri: str) -> ResolvedMode
 
 
 def promote(settings: Settings, name: str, version: str, alias: str = CHAMPION) -> ResolvedModel:
-    """Move ``alias`` to ``version``; refuses a version whose manifest failed the gate."""
+    """Move ``alias`` to ``version``; refuses a version that fails the calibration gate on
+    its recorded test metrics or, re-scored through its own artifact, on the saved
+    training set's test days (overall and per advertiser)."""
     resolved = resolve_version(settings, name, version)
     # The gate is re-applied to the recorded test metrics, not read from a stored flag.
     result = gate(resolved.manifest["metrics"]["test"])
-    if not result.passed:
+    reasons = list(result.reasons) + calibration_on_test_days(settings, resolved)
+    if reasons:
         raise GateRefused(
-            f"{name} version {version} failed the calibration gate: {'; '.join(result.reasons)}"
+            f"{name} version {version} failed the calibration gate: {'; '.join(reasons)}"
         )
     client(settings).set_registered_model_alias(name, alias, version)
     return resolved
+
+
+def calibration_on_test_days(settings: Settings, model: ResolvedModel) -> list[str]:
+    """Failures of the calibration suite on the saved training set's test split, scored
+    through ``model``'s ONNX graph and calibration; none when no set is saved."""
+    from training import dataset
+    from training.export import session
+    from training.pipeline import dataset_dir
+    from validation import calibration
+    from validation.gx import Runner
+
+    task = model.manifest["task"]
+    directory = dataset_dir(settings, task)
+    if not (directory / "dataset.parquet").exists():
+        return []
+    judged = calibration.judged_rows(task, dataset.load(directory).part("test"))
+    predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
+    report = calibration.run(
+        Runner(), task, judged, predictions, model_version=model.version,
+        name=f"promotion_{task}",
+    )  # fmt: skip
+    return [c.describe() for s in report.suites for c in s.failures]

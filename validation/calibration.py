@@ -6,9 +6,12 @@ On the rows scored:
 
 - overall: calibration ratio (sum of predictions over positives) and ECE with equal-width
   and quantile bins, held to the same gate as promotion (``training.metrics.gate``);
-- per advertiser with at least ``MIN_ADVERTISER_POSITIVES`` positives: the calibration
-  ratio within ``ADVERTISER_RATIO`` (advertisers with fewer positives are reported, not
-  judged: at 100 positives the ratio's own noise is about 10%);
+- per advertiser with at least ``MIN_ADVERTISER_POSITIVES`` positives: miscalibrated when
+  the calibration ratio is outside ``ADVERTISER_RATIO`` *and* the gap between predicted
+  and observed positives exceeds ``ADVERTISER_Z`` Poisson standard deviations. The ratio
+  alone would flag small advertisers by chance (at 50 positives its own noise is 14%,
+  and a day has hundreds of advertisers); the z-score alone would flag a 2% error of a
+  large one;
 - prediction drift: PSI and KS of the predictions against the predictions on the
   training split recorded in the model's reference profile.
 
@@ -27,11 +30,12 @@ import pandas as pd
 
 from training import metrics
 from validation import profile as profiles
-from validation.drift import Reference, Thresholds
+from validation.drift import Reference, Thresholds, statistics_expectations
 from validation.gx import Runner, SuiteResult, check
 
-MIN_ADVERTISER_POSITIVES = 100
+MIN_ADVERTISER_POSITIVES = 30
 ADVERTISER_RATIO = (0.8, 1.25)
+ADVERTISER_Z = 4.0
 LABEL = {"ctr": "click", "cvr": "conversion"}
 
 
@@ -58,6 +62,7 @@ def summary_table(task: str, frame: pd.DataFrame, predictions: np.ndarray) -> pd
             "positives": overall.positives,
             "predicted": float(predictions.sum()),
             "calibration_ratio": overall.calibration_ratio,
+            "calibration_z": _z(float(predictions.sum()), float(overall.positives)),
             "ece": overall.ece,
             "ece_quantile": overall.ece_quantile,
         }
@@ -74,38 +79,41 @@ def summary_table(task: str, frame: pd.DataFrame, predictions: np.ndarray) -> pd
                 "positives": int(positives),
                 "predicted": float(group["p"].sum()),
                 "calibration_ratio": float(group["p"].sum()) / positives if positives else None,
+                "calibration_z": _z(float(group["p"].sum()), positives),
                 "ece": None,
                 "ece_quantile": None,
             }
         )
-    return pd.DataFrame(rows).astype({"calibration_ratio": "float64"})
+    table = pd.DataFrame(rows).astype({"calibration_ratio": "float64"})
+    low, high = ADVERTISER_RATIO
+    table["miscalibrated"] = ~table["calibration_ratio"].between(low, high) & (
+        table["calibration_z"].abs() > ADVERTISER_Z
+    )
+    return table
+
+
+def _z(predicted: float, positives: float) -> float:
+    """(predicted - observed) positives in Poisson standard deviations of the prediction."""
+    return (predicted - positives) / np.sqrt(max(predicted, 1e-9))
 
 
 def overall_expectations() -> list[gxe.Expectation]:
     low, high = metrics.GATE_CALIBRATION_RATIO
-    return [
-        check(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="calibration_ratio", min_value=low, max_value=high
-            ),
-            "calibration_ratio",
-        ),
-        check(gxe.ExpectColumnValuesToBeBetween(column="ece", max_value=metrics.GATE_MAX_ECE), "ece"),
-        check(
-            gxe.ExpectColumnValuesToBeBetween(column="ece_quantile", max_value=metrics.GATE_MAX_ECE),
-            "ece_quantile",
-        ),
-    ]  # fmt: skip
+    ratio = gxe.ExpectColumnValuesToBeBetween(
+        column="calibration_ratio", min_value=low, max_value=high
+    )
+    checks = [check(ratio, "calibration_ratio")]
+    for column in ("ece", "ece_quantile"):
+        bound = gxe.ExpectColumnValuesToBeBetween(column=column, max_value=metrics.GATE_MAX_ECE)
+        checks.append(check(bound, column))
+    return checks
 
 
 def advertiser_expectations() -> list[gxe.Expectation]:
-    low, high = ADVERTISER_RATIO
     return [
         check(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="calibration_ratio", min_value=low, max_value=high
-            ),
-            "advertiser_calibration_ratio",
+            gxe.ExpectColumnValuesToBeInSet(column="miscalibrated", value_set=[False]),
+            "advertiser_calibration",
         )
     ]
 
@@ -137,9 +145,9 @@ class CalibrationReport:
             "overall": self.overall,
             "advertisers": int(len(self.table) - 1),
             "advertisers_judged": int(len(judged)),
-            "advertisers_outside": judged.loc[
-                ~judged["calibration_ratio"].between(*ADVERTISER_RATIO),
-                ["advertiser_id", "positives", "calibration_ratio"],
+            "advertisers_miscalibrated": judged.loc[
+                judged["miscalibrated"],
+                ["advertiser_id", "positives", "predicted", "calibration_ratio", "calibration_z"],
             ].to_dict(orient="records"),
             "prediction_psi": self.prediction_psi,
             "prediction_ks": self.prediction_ks,
@@ -173,13 +181,13 @@ def run(
         current = profiles.current_stats(
             pd.DataFrame({reference.prediction.name: predictions}), [reference.prediction]
         )[reference.prediction.name]
-        psi, ks = profiles.psi(reference.prediction, current), profiles.ks(reference.prediction, current)
+        psi, ks = (
+            profiles.psi(reference.prediction, current),
+            profiles.ks(reference.prediction, current),
+        )
         drift_table = pd.DataFrame({"feature": ["prediction"], "psi": [psi], "ks": [ks]})
-        from validation.drift import statistics_expectations
-
-        suites.append(
-            runner.validate(f"{name}_prediction_drift", statistics_expectations(thresholds), drift_table)
-        )  # fmt: skip
+        expectations = statistics_expectations(thresholds)
+        suites.append(runner.validate(f"{name}_prediction_drift", expectations, drift_table))
     for suite in suites:
         suite.rows = len(frame)
     return CalibrationReport(task, model_version, table, psi, ks, suites)

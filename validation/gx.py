@@ -112,9 +112,7 @@ class Runner:
 
     def __init__(self, docs_dir: Path | None = None, run_name: str = "adstack") -> None:
         self.docs_dir = docs_dir
-        self.run_id = RunIdentifier(
-            run_name=run_name, run_time=datetime.datetime.now(datetime.UTC)
-        )
+        self.run_id = RunIdentifier(run_name=run_name, run_time=datetime.datetime.now(datetime.UTC))
 
     @cached_property
     def context(self):  # GX does not export its context type

@@ -231,10 +231,7 @@ def _spark_stats(frame: Any, profiles: list[ColumnProfile]) -> dict[str, Current
         if p.kind != CATEGORICAL:
             continue
         counted = (
-            frame.select(F.col(p.name).cast("string").alias("v"))
-            .groupBy("v")
-            .count()
-            .toPandas()
+            frame.select(F.col(p.name).cast("string").alias("v")).groupBy("v").count().toPandas()
         )
         missing = int(counted.loc[counted["v"].isna(), "count"].sum())
         counts = counted.dropna().set_index("v")["count"]

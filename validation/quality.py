@@ -33,7 +33,6 @@ import great_expectations.expectations as gxe
 import pandas as pd
 import pyarrow.dataset as ds
 
-from adstack.feast_provider import SCHEMA_FOLDER
 from feature_repo import contract
 from feature_repo.contract import ViewSpec
 from validation.gx import Runner, SuiteResult, check
@@ -68,10 +67,14 @@ def bounds_expectations(features: tuple[contract.Feature, ...]) -> list[gxe.Expe
     return checks
 
 
-def _condition(column: str, engine: str) -> dict[str, str]:
+def _present_where_positive(feature: str, denominator: str, engine: str) -> gxe.Expectation:
     if engine == "spark":
-        return {"row_condition": f'col("{column}")>0', "condition_parser": "spark"}
-    return {"row_condition": f"{column}>0", "condition_parser": "pandas"}
+        return gxe.ExpectColumnValuesToNotBeNull(
+            column=feature, row_condition=f'col("{denominator}")>0', condition_parser="spark"
+        )
+    return gxe.ExpectColumnValuesToNotBeNull(
+        column=feature, row_condition=f"{denominator}>0", condition_parser="pandas"
+    )
 
 
 def null_expectations(spec: ViewSpec, engine: str) -> list[gxe.Expectation]:
@@ -88,14 +91,16 @@ def null_expectations(spec: ViewSpec, engine: str) -> list[gxe.Expectation]:
         if over and over in names:
             checks.append(
                 check(
-                    gxe.ExpectColumnValuesToNotBeNull(column=f.name, **_condition(over, engine)),
+                    _present_where_positive(f.name, over, engine),
                     "present_with_denominator",
                     f.name,
                     denominator=over,
                 )
             )
         elif f.bounds is not None and not nullable_rate and f.source is None:
-            checks.append(check(gxe.ExpectColumnValuesToNotBeNull(column=f.name), "not_null", f.name))
+            checks.append(
+                check(gxe.ExpectColumnValuesToNotBeNull(column=f.name), "not_null", f.name)
+            )
     return checks
 
 
@@ -135,7 +140,7 @@ def partition_rows(path: Path) -> pd.DataFrame:
     dataset = ds.dataset(path, format="parquet", partitioning="hive")
     counts: dict[str, int] = {}
     for fragment in dataset.get_fragments():
-        if Path(fragment.path).parent.name == SCHEMA_FOLDER:  # the empty schema seed
+        if Path(fragment.path).parent.name == contract.SCHEMA_FOLDER:  # the empty schema seed
             continue
         day = ds.get_partition_keys(fragment.partition_expression).get("date")
         counts[str(day)] = counts.get(str(day), 0) + fragment.count_rows()
@@ -238,9 +243,7 @@ def _missing(suite: str, path: Path):
                  error=f"no Parquet under {path}")  # fmt: skip
 
 
-def training_set_expectations(
-    frame: pd.DataFrame, features: list[Any]
-) -> list[gxe.Expectation]:
+def training_set_expectations(frame: pd.DataFrame, features: list[Any]) -> list[gxe.Expectation]:
     """Bounds of every feature, labels in {0, 1}, and each view found for most rows."""
     by_name = {f.name: f for spec in contract.ALL_VIEWS.values() for f in spec.features}
     present = [by_name[f.name] for f in features if f.name in by_name]
@@ -278,7 +281,15 @@ def check_training_set(runner: Runner, training_set: Any) -> SuiteResult:
         from validation.gx import Check
 
         result.checks.append(
-            Check(result.suite, "splits", "splits", "split", None, False, sorted(splits),
-                  {"required": ["train", "calibration", "test"]})  # fmt: skip
+            Check(
+                result.suite,
+                "splits",
+                "splits",
+                "split",
+                None,
+                False,
+                sorted(splits),
+                {"required": ["train", "calibration", "test"]},
+            )  # fmt: skip
         )
     return result

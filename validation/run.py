@@ -1,0 +1,273 @@
+"""One validation run: the suites asked for, their reports, Data Docs and plots.
+
+``adstack validate`` and the demo call :func:`validate`. What each suite reads:
+
+- ``quality``: every feature view's offline table (:mod:`validation.quality`); streamed
+  views are checked when their push log exists;
+- ``drift`` and ``calibration``, per task (``ctr``, ``cvr``): the champion model from the
+  registry, its reference profile, and recent labelled traffic: the impressions of the
+  last ``days`` whole days whose labels are final at the end of the log, joined through
+  Feast with the model's feature service (``--current`` gives drift a Parquet file of
+  model inputs instead, e.g. a large table for the Spark engine);
+- ``skew``: the newest rows of the scorer's served log, recomputed through Feast.
+
+Everything is written under ``<reports>/validation/``: ``summary.json`` (also kept as
+``runs/<stamp>.json``), GX Data Docs under ``data_docs/`` and drift plots under
+``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adstack.settings import Settings
+from feature_repo import contract
+from validation import calibration, drift, quality, skew
+from validation.gx import ENGINES, Runner
+
+log = logging.getLogger("adstack.validation")
+SUITES = ("quality", "drift", "calibration", "skew")
+TASKS = ("ctr", "cvr")
+MAX_TRAFFIC_ROWS = 200_000
+PLOTS_PER_TASK = 4
+
+
+@dataclass
+class ValidationRun:
+    out_dir: Path
+    summary: dict[str, Any]
+    docs: Path | None
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary["passed"])
+
+    def failures(self) -> list[str]:
+        return list(self.summary["failures"])
+
+
+def reports_dir(settings: Settings) -> Path:
+    return settings.reports_dir / "validation"
+
+
+def load_reference(settings: Settings, model: Any) -> drift.Reference:
+    """The profile the model was registered with; for an older artifact without one, the
+    profile of the saved training set's train split (said in the log)."""
+    path = model.directory / drift.REFERENCE_FILE
+    if path.exists():
+        return drift.Reference.read(model.directory)
+    from training import dataset
+    from training.pipeline import dataset_dir
+
+    directory = dataset_dir(settings, model.manifest["task"])
+    log.warning("%s has no reference profile: profiling %s", model.directory, directory)
+    return drift.reference_profile(dataset.load(directory).part("train"), model.manifest)
+
+
+def recent_traffic(
+    settings: Settings, manifest: dict[str, Any], days: int = 1, seed: int = 0
+) -> pd.DataFrame:
+    """Labelled impressions of the last ``days`` whole days with a final label, with the
+    model's features as Feast's point-in-time join returns them."""
+    from feast import FeatureStore
+
+    from training import dataset
+    from training.labels import label_window, labelled_impressions
+
+    task = manifest["task"]
+    _, cutoff = dataset.log_range(settings.data_root)
+    end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
+    start = end - timedelta(days=days)
+    rows, _ = labelled_impressions(settings.data_root, task, start, end, cutoff)
+    if rows.empty:
+        raise ValueError(f"no {task} impressions with a final label in [{start}, {end})")
+    if len(rows) > MAX_TRAFFIC_ROWS:
+        rows = rows.sample(MAX_TRAFFIC_ROWS, random_state=seed).sort_values("event_timestamp")
+    rows = dataset.add_request_features(rows)
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    service = store.get_feature_service(manifest["feature_service"])
+    joined = store.get_historical_features(entity_df=rows, features=service).to_df()
+    return joined.reset_index(drop=True)
+
+
+def validate(
+    settings: Settings,
+    suites: tuple[str, ...] = SUITES,
+    engine: str = "pandas",
+    tasks: tuple[str, ...] = TASKS,
+    days: int = 1,
+    as_of: datetime | None = None,
+    current: Path | None = None,
+    served_limit: int = 10_000,
+    thresholds: drift.Thresholds | None = None,
+    status: Callable[[str], None] = lambda message: None,
+) -> ValidationRun:
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        raise ValueError(f"unknown suites {sorted(unknown)}; choose from {SUITES}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    out = reports_dir(settings)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    runner = Runner(docs_dir=out / "data_docs", run_name=stamp)
+    as_of = as_of or datetime.now(UTC)
+    spark = _spark() if engine == "spark" else None
+    summary: dict[str, Any] = {"run": stamp, "engine": engine, "as_of": as_of.isoformat()}
+    failures: list[str] = []
+    plots: list[Path] = []
+
+    if "quality" in suites:
+        status("quality: feature tables")
+        views = []
+        for spec in contract.ALL_VIEWS.values():
+            streamed = spec.name not in contract.VIEWS
+            path = quality.table_path(settings.data_root, spec)
+            if streamed and not any(path.glob("date=*/*.parquet")):
+                continue  # the stream worker has not pushed yet
+            views.append(quality.check_view(runner, settings.data_root, spec, as_of, engine, spark))
+        summary["quality"] = [v.as_dict() for v in views]
+        failures += [c.describe() for v in views for s in v.suites for c in s.failures]
+
+    models: dict[str, Any] = {}
+    if {"drift", "calibration", "skew"} & set(suites):
+        from training import registry
+
+        for task in tasks:
+            models[task] = registry.resolve(settings, registry.MODEL_NAMES[task])
+
+    for task in tasks if {"drift", "calibration"} & set(suites) else ():
+        model = models[task]
+        status(f"{task}: recent labelled traffic through Feast")
+        traffic = recent_traffic(settings, model.manifest, days)
+        if "drift" in suites:
+            status(f"{task}: drift of {len(drift.model_inputs(model.manifest))} inputs")
+            reference = load_reference(settings, model)
+            frame: Any = traffic
+            if current is not None:
+                frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
+            elif spark is not None:
+                frame = spark.createDataFrame(_spark_ready(traffic, reference))
+            report = drift.run(runner, reference, frame, thresholds, engine)
+            summary.setdefault("drift", {})[task] = report.as_dict() | {
+                "model_version": model.version
+            }
+            failures += [c.describe() for s in report.suites for c in s.failures]
+            plots += _plot(report, out / "plots", task)
+        if "calibration" in suites:
+            status(f"{task}: calibration of {model.name} v{model.version}")
+            from training.export import session
+
+            judged = calibration.judged_rows(task, traffic)
+            predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
+            reference = load_reference(settings, model)
+            report_c = calibration.run(
+                runner, task, judged, predictions, reference, thresholds, model.version
+            )
+            summary.setdefault("calibration", {})[task] = report_c.as_dict()
+            failures += [c.describe() for s in report_c.suites for c in s.failures]
+
+    if "skew" in suites:
+        status("skew: served log against Feast's offline values")
+        import redis
+        from feast import FeatureStore
+
+        client = redis.Redis.from_url(settings.effective_redis_url)
+        served = skew.read_served(client, served_limit)
+        client.close()
+        if not served:
+            summary["skew"] = {"skipped": f"no served rows in {skew.SERVED_STREAM}"}
+        else:
+            refs = list(
+                dict.fromkeys(
+                    f"{f['view']}:{f['name']}"
+                    for model in models.values()
+                    for f in model.manifest["features"]
+                )
+            )
+            store = FeatureStore(repo_path=str(settings.feature_repo))
+            report_s = skew.run(runner, store, served, refs)
+            summary["skew"] = report_s.as_dict()
+            failures += [c.describe() for s in report_s.suites for c in s.failures]
+            failures += [
+                f"skew: {name} mismatches, e.g. {examples[0]}"
+                for name, examples in report_s.examples.items()
+            ]
+
+    docs = runner.build_docs()
+    summary |= {
+        "passed": not failures,
+        "failures": failures,
+        "data_docs": str(docs) if docs else None,
+        "plots": [str(p) for p in plots],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(summary), indent=2, default=_json)
+    (out / "summary.json").write_text(text)
+    (out / "runs").mkdir(exist_ok=True)
+    (out / "runs" / f"{stamp}.json").write_text(text)
+    return ValidationRun(out, summary, docs, plots)
+
+
+def _plot(report: drift.DriftReport, directory: Path, task: str) -> list[Path]:
+    from validation.plots import plot_drift
+
+    ranked = sorted(
+        (f for f in report.features if f.drifted),
+        key=lambda f: -(f.psi if f.psi is not None else 0.0),
+    )
+    return [
+        plot_drift(
+            report.profiles[f.feature],
+            report.current[f.feature],
+            f.psi,
+            directory / f"drift_{task}_{f.feature}.png",
+        )
+        for f in ranked[:PLOTS_PER_TASK]
+    ]
+
+
+def _spark_ready(frame: pd.DataFrame, reference: drift.Reference) -> pd.DataFrame:
+    """Only the compared inputs, with plain dtypes Spark can infer."""
+    columns = {}
+    for p in reference.columns:
+        values = frame[p.name]
+        if p.kind == drift.CATEGORICAL:
+            columns[p.name] = values.astype("string").astype(object).where(values.notna(), None)
+        else:
+            columns[p.name] = pd.to_numeric(values, errors="coerce").astype("float64")
+    return pd.DataFrame(columns)
+
+
+def _spark():
+    from pipelines.spark import spark_session
+
+    return spark_session("adstack-validate")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: the summary is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
