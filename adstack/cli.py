@@ -469,8 +469,15 @@ def train(
     promote: Annotated[
         bool, typer.Option(help="Give the new version the champion alias if it passes the gate.")
     ] = True,
+    accept_failed_validation: Annotated[
+        bool,
+        typer.Option(
+            help="Train even if the training set fails its quality suite (logged, and tagged "
+            "on the MLflow run)."
+        ),
+    ] = False,
 ) -> None:
-    """Train, calibrate, evaluate, export to ONNX and register a model in MLflow."""
+    """Validate the training set, train, calibrate, evaluate, export to ONNX and register."""
     from adstack.demo import epoch_bars
     from training.pipeline import train as train_job
     from training.train import metric_summary
@@ -479,7 +486,10 @@ def train(
     with _progress() as progress:
         step = epoch_bars(progress, model)
         try:
-            run = train_job(settings, model, kind, epochs, promote, step)  # type: ignore[arg-type]
+            run = train_job(
+                settings, model, kind, epochs, promote, step,  # type: ignore[arg-type]
+                accept_failed_validation=accept_failed_validation,
+            )  # fmt: skip
         except (FileNotFoundError, ValueError, RuntimeError) as error:
             err.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from error
@@ -516,6 +526,64 @@ def promote(
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     console.print(f"{model}@{alias} -> version {resolved.version} ({resolved.onnx_path})")
+
+
+@app.command()
+def validate(
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(help="quality, drift, calibration or skew (repeatable; default all)."),
+    ] = None,
+    engine: Annotated[str, typer.Option(help="pandas, or spark for large tables.")] = "pandas",
+    task: Annotated[
+        list[str] | None, typer.Option(help="Models for drift and calibration (default both).")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, help="Recent whole days of labelled traffic.")] = 1,
+    as_of: Annotated[
+        str | None, typer.Option(help="Judge freshness at this instant (ISO 8601; default now).")
+    ] = None,
+    current: Annotated[
+        Path | None, typer.Option(help="Parquet of model inputs to compare instead of traffic.")
+    ] = None,
+    served_limit: Annotated[int, typer.Option(min=1, help="Newest served rows to check.")] = 10_000,
+) -> None:
+    """Run validation suites; exit 1 and list what failed, by how much, if any fails."""
+    from validation.run import SUITES, TASKS
+    from validation.run import validate as run_validation
+
+    settings = get_settings()
+    try:
+        with console.status("validating") as spinner:
+            run = run_validation(
+                settings,
+                tuple(suite or SUITES),
+                engine,
+                tuple(_task(t) for t in task) if task else TASKS,
+                days,
+                _instant(as_of, "--as-of") if as_of else None,
+                current,
+                served_limit,
+                status=lambda message: spinner.update(message),
+            )
+    except (ValueError, FileNotFoundError, LookupError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    print_validation(run)
+    if not run.passed:
+        raise typer.Exit(1)
+
+
+def print_validation(run) -> None:
+    """The run's outcome per suite, then every failure with observed and allowed values."""
+    from adstack.demo import validation_table
+
+    console.print(validation_table(run.summary))
+    for failure in run.failures():
+        err.print(f"  [red]failed[/red] {failure}")
+    console.print(
+        f"report: {run.out_dir / 'summary.json'}\nData Docs: {run.docs}\n"
+        + (f"drift plots: {run.out_dir / 'plots'}" if run.plots else "no drift plots")
+    )
 
 
 @app.command()

@@ -5,8 +5,10 @@ marketplace ending at today's UTC midnight, ingests and validates it and any rea
 sample logs present, computes the windowed feature tables with Spark, runs `feast apply`
 and materialises the newest features into Redis, streams the last day, builds CTR and
 CVR training sets from Feast, audits them for leakage, trains, calibrates, exports and
-registers both models, prints where everything went, and stops every process it
-started, even when a step fails.
+registers both models, sends a few hundred auctions through the scorer (in process,
+logging every winner's features), validates everything (feature quality, drift,
+calibration, training-serving skew), prints where everything went, and stops every
+process it started, even when a step fails.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         stream_last_day(settings, config, console)
         # The simulated fortnight only: real sample logs share the events tables.
         train_models(settings, console, config.start, config.start + timedelta(days=config.days))
+        sample_auctions(settings, config, console)
+        validation = validate_demo(settings, console)
     summary = Table("source", "rows in", "quarantined", "bad fraction", "passed", title="ingest")
     for report in reports:
         summary.add_row(
@@ -113,7 +117,9 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         f"ground truth: {settings.data_root / 'ground_truth'}\n"
         f"ingest reports: {reports_dir}\n"
         f"feature tables: {settings.data_root / 'features'} "
-        f"({sum(features.values()):,} rows; feast repo {settings.feature_repo})"
+        f"({sum(features.values()):,} rows; feast repo {settings.feature_repo})\n"
+        f"validation report: {validation.out_dir / 'summary.json'}\n"
+        f"validation Data Docs (HTML): {validation.docs}"
     )
     return reports
 
@@ -236,3 +242,111 @@ def stream_last_day(settings: Settings, config: SimulationConfig, console: Conso
     )
     client.close()
     return summary
+
+
+def sample_auctions(
+    settings: Settings, config: SimulationConfig, console: Console, requests: int = 300
+) -> int:
+    """Send auctions for the last day's users through the scorer with every winner
+    logged, so the skew check has served rows. In process (the app and its lifespan,
+    without a socket)."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from pipelines import events
+    from serving.app import create_app
+    from serving.config import ServingSettings
+    from serving.service import SERVED_STREAM
+
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    client.delete(SERVED_STREAM)
+    client.close()
+    root = events.events_root(settings.data_root)
+    shown = events.read_table(
+        events.IMPRESSIONS, root, ["user_id", "device", "placement", "country"]
+    ).to_pandas()
+    ads = events.read_table(events.ADS, root, ["ad_id"]).column("ad_id").to_numpy()
+    rng = np.random.default_rng(config.seed)
+    picked = shown.iloc[rng.choice(len(shown), min(requests, len(shown)), replace=False)]
+    serving = ServingSettings(served_log_sample=1.0)
+    answered = 0
+    status = console.status(f"sending {len(picked)} auctions through the scorer")
+    with status, TestClient(create_app(settings=serving)) as scorer:
+        for i, row in enumerate(picked.itertuples(index=False)):
+            candidates = rng.choice(ads, min(50, len(ads)), replace=False)
+            body = {
+                "request_id": f"demo-{i}",
+                "user_id": int(row.user_id),
+                "context": {
+                    "device": row.device,
+                    "placement": row.placement,
+                    "country": row.country,
+                },
+                "slots": 2,
+                "candidates": [{"ad_id": int(a)} for a in candidates],
+            }
+            answered += scorer.post("/v1/auction", json=body).status_code == 200
+    console.print(f"scorer answered {answered} of {len(picked)} auctions (winners logged)")
+    return answered
+
+
+def validation_table(summary: dict) -> Table:
+    """One row per suite and subject: passed or not, and the headline figures."""
+    table = Table("suite", "subject", "passed", "details", title="validation")
+
+    def mark(passed: bool) -> str:
+        return "yes" if passed else "[red]no[/red]"
+
+    for view in summary.get("quality", []):
+        failed = sum(s["failed"] for s in view["suites"])
+        table.add_row(
+            "quality", view["view"], mark(view["passed"]),
+            f"{view['rows_checked']:,} rows of {view['newest_partition']}; {failed} failed",
+        )  # fmt: skip
+    for task, report in summary.get("drift", {}).items():
+        drifted = report["drifted"]
+        worst = max(report["features"], key=lambda f: f["psi"] or 0.0)
+        table.add_row(
+            "drift", f"{task} v{report['model_version']}", mark(report["passed"]),
+            f"{len(drifted)} of {len(report['features'])} inputs drifted "
+            f"({', '.join(drifted[:4])}{'...' if len(drifted) > 4 else ''}); "
+            f"max PSI {worst['psi'] or 0:.3f} ({worst['feature']})",
+        )  # fmt: skip
+    for task, report in summary.get("calibration", {}).items():
+        overall = report["overall"]
+        table.add_row(
+            "calibration", f"{task} v{report['model_version']}", mark(report["passed"]),
+            f"ratio {overall['calibration_ratio']:.3f}, ECE {overall['ece']:.4f} on "
+            f"{overall['rows']:,} rows; {len(report['advertisers_miscalibrated'])} of "
+            f"{report['advertisers_judged']} advertisers miscalibrated; prediction PSI "
+            f"{_figure(report['prediction_psi'])}",
+        )  # fmt: skip
+    skew = summary.get("skew")
+    if skew and "skipped" in skew:
+        table.add_row("skew", "served log", "skipped", skew["skipped"])
+    elif skew:
+        table.add_row(
+            "skew", "served log", mark(skew["passed"]),
+            f"{skew['rows']:,} served rows x {skew['features']} features; "
+            f"skewed: {', '.join(skew['skewed']) or 'none'}",
+        )  # fmt: skip
+    return table
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def validate_demo(settings: Settings, console: Console):
+    """Every suite on the demo's data; findings are printed, not fatal (the simulated
+    log starts empty, so 30-day windows and ad ages drift as history accumulates)."""
+    from validation.run import validate
+
+    with console.status("validating: quality, drift, calibration, skew") as spinner:
+        run = validate(settings, status=lambda message: spinner.update(message))
+    console.print(validation_table(run.summary))
+    for failure in run.failures()[:20]:
+        console.print(f"  [yellow]finding[/yellow] {failure}")
+    if len(run.failures()) > 20:
+        console.print(f"  ... {len(run.failures()) - 20} more in {run.out_dir / 'summary.json'}")
+    return run

@@ -41,9 +41,9 @@ PREDICTION = "prediction"
 
 @dataclass(frozen=True)
 class Thresholds:
-    psi: float = 0.2
+    psi: float = 0.1
     ks: float = 0.1
-    kl: float = 0.1
+    kl: float = 0.05
     # |current mean - reference mean| at most this many reference stdevs.
     mean_shift: float = 0.25
     stdev_ratio: tuple[float, float] = (0.67, 1.5)

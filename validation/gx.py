@@ -54,19 +54,20 @@ class Check:
     allowed: dict[str, Any]
     failing_rows: list[int] = field(default_factory=list)
     error: str | None = None
-    # Column-value expectations: the share of values (in %) that failed.
+    # Column-value expectations: the share of values (in %) that failed, and a few of them.
     unexpected_percent: float | None = None
+    unexpected_values: list[Any] = field(default_factory=list)
 
     def describe(self) -> str:
         subject = self.feature or self.column or "table"
         allowed = ", ".join(f"{k}={_short(v)}" for k, v in self.allowed.items())
         if self.error:
             return f"{self.suite}: {subject} {self.check} could not run: {self.error}"
-        observed = (
-            f"{self.unexpected_percent:.3g}% of values outside"
-            if self.observed is None and self.unexpected_percent is not None
-            else f"observed {_short(self.observed)}"
-        )
+        if self.observed is None and self.unexpected_percent is not None:
+            shown = ", ".join(_short(v) for v in self.unexpected_values[:5])
+            observed = f"{self.unexpected_percent:.3g}% of values failed, e.g. [{shown}]"
+        else:
+            observed = f"observed {_short(self.observed)}"
         return f"{self.suite}: {subject} {self.check}: {observed} (allowed {allowed})"
 
     def as_dict(self) -> dict[str, Any]:
@@ -217,4 +218,5 @@ def _check(suite: str, outcome) -> Check:
         failing_rows=[int(i) for i in result.get("unexpected_index_list") or []],
         error=error,
         unexpected_percent=result.get("unexpected_percent"),
+        unexpected_values=list(result.get("partial_unexpected_list") or [])[:5],
     )

@@ -31,7 +31,9 @@ def _masses(
             np.array([current.weights.get(k, 0.0) for k in keys[:20]]),
         )  # fmt: skip
     grid = np.asarray(profile.grid)
-    edges = np.unique(profile.deciles)
+    edges = np.asarray(profile.bins)
+    if not len(edges):  # a constant reference
+        return ["all"], np.array([1.0]), np.array([1.0])
     ref = np.diff(np.concatenate([[0.0], np.interp(edges, grid, profile.cdf), [1.0]]))
     cur = np.diff(np.concatenate([[0.0], np.interp(edges, grid, current.cdf), [1.0]]))
     labels = [f"<= {edges[0]:.3g}"] + [

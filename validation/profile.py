@@ -2,8 +2,8 @@
 
 A model's reference profile is a compact summary of the training rows it learned from,
 as Feast returned them: per numeric input its null fraction, mean, stdev, the quantiles
-the drift suite bounds, the cumulative distribution on a grid of its own 2% quantiles and
-a histogram on its deciles; per categorical input the share of each value (the most
+the drift suite bounds, the cumulative distribution on a grid cut at its own 2% quantiles
+and a histogram cut at its deciles; per categorical input the share of each value (the most
 common ``TOP_CATEGORIES``, the rest as ``OTHER``). It is written next to the model and
 travels with it through the registry, so a drift check needs no access to the training
 set.
@@ -11,10 +11,17 @@ set.
 The current side is summarised on the reference's own grid, by pandas or by Spark
 (:func:`current_stats`), and the two statistics we compute ourselves follow:
 
-- population stability index over the reference deciles (values ``<=`` an edge fall in
-  its bin; empty bins count as ``PSI_FLOOR``);
-- the Kolmogorov-Smirnov distance ``max |F_ref(x) - F_cur(x)|`` on the reference grid
-  (exact at the grid points, so at most the continuous statistic).
+- population stability index over the bins cut at the reference deciles (empty bins
+  count as ``PSI_FLOOR``);
+- the Kolmogorov-Smirnov distance ``max |F_ref(x) - F_cur(x)|`` at the grid's cuts (exact
+  there, so at most the continuous statistic).
+
+Cuts sit halfway between a quantile and the next distinct reference value, not on the
+quantile itself. Many inputs are point masses: an advertiser's daily clicks repeat on
+every row of its impressions, a smoothed rate sits at its category prior without
+history. Cut on the value, a 1% change of one advertiser's clicks would move its whole
+mass to the next bin (a PSI of 3 measured on a world whose clicks rose 1.5%); cut in
+the gap, the mass stays in its bin until it moves halfway to its neighbour.
 """
 
 from __future__ import annotations
@@ -25,12 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-GRID_LEVELS = np.linspace(0.0, 1.0, 51)
-DECILE_LEVELS = np.linspace(0.1, 0.9, 9)
+GRID_LEVELS = np.arange(51) / 50  # exact fractions: 35 / 50, not 0.7000000000000001
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # A current quantile passes when it lies between the reference's quantiles at q -/+ this
 # much probability mass: a tolerance in mass, so it means the same for counts and rates.
-QUANTILE_BAND = 0.05
+QUANTILE_BAND = 0.10
 TOP_CATEGORIES = 50
 OTHER = "(other)"
 PSI_FLOOR = 1e-4
@@ -47,8 +53,9 @@ class ColumnProfile:
     # numeric
     mean: float | None = None
     std: float | None = None
-    grid: list[float] = field(default_factory=list)
+    grid: list[float] = field(default_factory=list)  # cuts for the CDF (KS)
     cdf: list[float] = field(default_factory=list)
+    bins: list[float] = field(default_factory=list)  # cuts of the decile bins (PSI, plots)
     quantiles: dict[str, float] = field(default_factory=dict)
     bands: dict[str, list[float]] = field(default_factory=dict)
     levels_grid: list[float] = field(default_factory=list)  # the value at each grid level
@@ -56,11 +63,6 @@ class ColumnProfile:
     histogram_weights: list[float] = field(default_factory=list)
     # categorical
     weights: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def deciles(self) -> np.ndarray:
-        """The reference's 10%, 20%, ..., 90% quantiles (grid levels are 2% apart)."""
-        return np.asarray(self.levels_grid, dtype=np.float64)[5:50:5]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,30 +93,66 @@ def numeric_profile(name: str, values: Any) -> ColumnProfile:
     profile = ColumnProfile(name, NUMERIC, rows, _fraction(rows - len(present), rows))
     if len(present) == 0:
         return profile
-    levels_grid = np.quantile(present, GRID_LEVELS, method="inverted_cdf")
-    grid = np.unique(levels_grid)
     ordered = np.sort(present)
+    distinct = np.unique(ordered)
+    levels_grid = np.quantile(ordered, GRID_LEVELS, method="inverted_cdf")
+    grid = _cuts(distinct, np.unique(levels_grid))
+    # Grid levels are 2% apart: every fifth is a decile.
+    bins = _cuts(distinct, np.unique(levels_grid[5:50:5]))
     profile.mean = float(present.mean())
     profile.std = float(present.std(ddof=1)) if len(present) > 1 else 0.0
     profile.levels_grid = levels_grid.tolist()
     profile.grid = grid.tolist()
+    profile.bins = bins.tolist()
     profile.cdf = (np.searchsorted(ordered, grid, side="right") / len(present)).tolist()
     profile.quantiles = {
         str(q): float(np.quantile(present, q, method="inverted_cdf")) for q in QUANTILES
     }
+
+    # Bands reach halfway to the neighbouring distinct values, like the cuts.
+    def quantile(level: float) -> float:
+        return float(np.quantile(ordered, min(1.0, max(0.0, level)), method="inverted_cdf"))
+
     profile.bands = {
         str(q): [
-            float(np.quantile(present, max(0.0, q - QUANTILE_BAND), method="inverted_cdf")),
-            float(np.quantile(present, min(1.0, q + QUANTILE_BAND), method="inverted_cdf")),
+            _halfway(distinct, quantile(q - QUANTILE_BAND), -1),
+            _halfway(distinct, quantile(q + QUANTILE_BAND), +1),
         ]
         for q in QUANTILES
     }
-    edges = np.unique(np.concatenate([[present.min()], profile.deciles, [present.max()]]))
-    if len(edges) >= 2:
+    # The histogram's outer edges mirror its outer cuts, so the top advertiser's clicks
+    # rising 1% does not land in the tail (whose weight is only the holdout).
+    if len(bins):
+        low = distinct[0] - (bins[0] - distinct[0])
+        high = distinct[-1] + (distinct[-1] - bins[-1])
+        # GX's histogram bins are closed on the left; the cuts' bins are closed on the
+        # right (a value equal to a cut belongs below it). The next float up agrees.
+        edges = np.unique(np.concatenate([[low], np.nextafter(bins, np.inf), [high]]))
         counts, _ = np.histogram(present, edges)
         profile.histogram_edges = edges.tolist()
         profile.histogram_weights = (counts / counts.sum()).tolist()
     return profile
+
+
+def _halfway(distinct: np.ndarray, value: float, direction: int) -> float:
+    """Halfway from ``value`` to its neighbouring distinct value below (-1) or above
+    (+1); past the extremes, as far again as the neighbour on the other side."""
+    at = int(np.searchsorted(distinct, value))
+    neighbour = at + direction
+    if 0 <= neighbour < len(distinct):
+        return float((value + distinct[neighbour]) / 2)
+    other = at - direction
+    if 0 <= other < len(distinct):
+        return float(value + (value - distinct[other]) / 2)
+    return float(value)
+
+
+def _cuts(distinct: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Halfway from each value to the next distinct reference value (the largest value
+    has no cut: nothing lies above it)."""
+    following = np.searchsorted(distinct, values, side="right")
+    keep = following < len(distinct)
+    return (values[keep] + distinct[following[keep]]) / 2
 
 
 def categorical_profile(name: str, values: Any) -> ColumnProfile:
@@ -248,13 +286,13 @@ def psi(profile: ColumnProfile, current: CurrentStats) -> float | None:
         ref = np.array([profile.weights.get(k, 0.0) for k in keys])
         cur = np.array([current.weights.get(k, 0.0) for k in keys])
     else:
-        if not profile.grid or not current.cdf:
+        if not current.cdf:
             return None
         grid = np.asarray(profile.grid)
-        edges = np.unique(profile.deciles)
+        edges = np.asarray(profile.bins)
+        # Decile cuts are grid cuts, so the interpolation only picks exact grid values.
         ref_cdf = np.interp(edges, grid, profile.cdf)
         cur_cdf = np.interp(edges, grid, current.cdf)
-        # Edges are grid points, so the interpolation only picks exact grid values.
         ref = np.diff(np.concatenate([[0.0], ref_cdf, [1.0]]))
         cur = np.diff(np.concatenate([[0.0], cur_cdf, [1.0]]))
     if len(ref) == 0 or len(cur) == 0 or not cur.sum():

@@ -161,7 +161,13 @@ def validate(
             summary.setdefault("drift", {})[task] = report.as_dict() | {
                 "model_version": model.version
             }
-            failures += [c.describe() for s in report.suites for c in s.failures]
+            failures += [
+                f"drift {task}: {f.feature} failed {', '.join(f.failed_checks)} "
+                f"(PSI {_figure(f.psi)}, KS {_figure(f.ks)}, mean {_figure(f.reference_mean)} "
+                f"-> {_figure(f.current_mean)})"
+                for f in report.features
+                if f.drifted
+            ]
             plots += _plot(report, out / "plots", task)
         if "calibration" in suites:
             status(f"{task}: calibration of {model.name} v{model.version}")
@@ -174,7 +180,18 @@ def validate(
                 runner, task, judged, predictions, reference, thresholds, model.version
             )
             summary.setdefault("calibration", {})[task] = report_c.as_dict()
-            failures += [c.describe() for s in report_c.suites for c in s.failures]
+            failures += [
+                c.describe()
+                for s in report_c.suites
+                for c in s.failures
+                if c.check != "advertiser_calibration"
+            ]
+            failures += [
+                f"calibration {task}: advertiser {a['advertiser_id']} predicted "
+                f"{a['predicted']:.1f} against {a['positives']} observed (ratio "
+                f"{a['calibration_ratio']:.2f}, z {a['calibration_z']:.1f})"
+                for a in report_c.as_dict()["advertisers_miscalibrated"]
+            ]
 
     if "skew" in suites:
         status("skew: served log against Feast's offline values")
@@ -197,10 +214,12 @@ def validate(
             store = FeatureStore(repo_path=str(settings.feature_repo))
             report_s = skew.run(runner, store, served, refs)
             summary["skew"] = report_s.as_dict()
-            failures += [c.describe() for s in report_s.suites for c in s.failures]
+            table = report_s.table.set_index("feature")
             failures += [
-                f"skew: {name} mismatches, e.g. {examples[0]}"
+                f"skew: {name} mismatches on {table.at[name, 'mismatch_rate']:.1%} of served "
+                f"rows (max |diff| {table.at[name, 'max_abs_diff']:.4g}), e.g. {examples[0]}"
                 for name, examples in report_s.examples.items()
+                if table.at[name, "mismatch_rate"] > skew.MAX_MISMATCH_RATE
             ]
 
     docs = runner.build_docs()
@@ -252,6 +271,10 @@ def _spark():
     from pipelines.spark import spark_session
 
     return spark_session("adstack-validate")
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _finite(value: Any) -> Any:

@@ -132,6 +132,7 @@ def skew_table(served: list[dict[str, Any]], offline: pd.DataFrame, features: li
             {
                 "feature": name,
                 "compared": len(logged),
+                "present": int(logged.notna().sum()),
                 "mismatches": count,
                 "mismatch_rate": count / len(logged) if len(logged) else 0.0,
                 "max_abs_diff": float(known.max()) if known.size else 0.0,

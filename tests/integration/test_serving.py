@@ -34,6 +34,8 @@ from serving.online import OnlineLayout, OnlineReader
 from tests.integration.test_training import applied_repo, point_settings_at
 from training import export, registry
 from training.pipeline import build_dataset, train
+from validation import skew
+from validation.gx import Runner
 
 CONFIG = SimulationConfig(days=12, users=1_500, ads=120, impressions_per_day=12_000, seed=5)
 START = datetime(2026, 2, 2, tzinfo=UTC)
@@ -409,6 +411,57 @@ def test_winners_are_logged_with_their_served_features(stack: Stack) -> None:
     assert {f["name"] for f in manifest["features"]} <= set(first["features"])
     assert first["features"]["device"] == "mobile"
     r.close()
+
+
+def _served_rows(stack: Stack, requests: int) -> list[dict]:
+    r = redis.Redis.from_url(stack.url)
+    r.delete(service_module.SERVED_STREAM)
+    with _client(stack, served_log_sample=1.0) as client:
+        for i in range(requests):
+            body = _auction_body(stack, request_id=f"skew-{i}", user_id=int(stack.users[i]))
+            assert client.post("/v1/auction", json=body).status_code == 200
+    served = skew.read_served(r)
+    r.close()
+    return served
+
+
+def test_skew_report_is_zero_for_the_scorer_and_catches_an_injected_skew(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = get_settings()
+    refs = list(
+        dict.fromkeys(
+            f"{f['view']}:{f['name']}"
+            for task in ("ctr", "cvr")
+            for f in registry.resolve(settings, task).manifest["features"]
+        )
+    )
+    store = FeatureStore(repo_path=str(stack.repo))
+    served = _served_rows(stack, 15)
+    assert len(served) == 45
+    clean = skew.run(Runner(), store, served, refs)
+    assert clean.passed and clean.skewed == [], clean.as_dict()["examples"]
+    assert (clean.table["mismatch_rate"] == 0).all()
+    assert len(clean.table) == len(refs) + 2  # and hour of day, day of week
+    # Real values were compared: nearly every feature was served for some rows.
+    assert (clean.table["compared"] == 45).all()
+    assert (clean.table["present"] > 0).mean() > 0.9, clean.table
+
+    # The serving transform computes the hour in UTC+1 (a time-zone bug).
+    original = contract.request_features
+
+    def local_hour(*args, **kwargs):
+        values = original(*args, **kwargs)
+        return values | {"hour_of_day": (values["hour_of_day"] + 1) % 24}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(contract, "request_features", local_hour)
+        served = _served_rows(stack, 15)
+    caught = skew.run(Runner(), store, served, refs)
+    assert not caught.passed and caught.skewed == ["hour_of_day"]
+    row = caught.table.set_index("feature").loc["hour_of_day"]
+    assert row["mismatch_rate"] == 1.0 and row["max_abs_diff"] == 1.0
+    assert caught.examples["hour_of_day"][0]["served"] == (REQUEST_AT.hour + 1) % 24
 
 
 def test_reload_follows_the_champion_alias(stack: Stack) -> None:

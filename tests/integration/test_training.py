@@ -23,7 +23,7 @@ from tests.integration.test_feature_repo import REPO_SOURCE, feast
 from training import calibration, dataset, export, leakage, registry
 from training.metrics import gate
 from training.models import ModelConfig
-from training.pipeline import train
+from training.pipeline import DataRefused, dataset_dir, train
 from training.train import TrainConfig, predict
 
 CONFIG = SimulationConfig(days=12, users=2_000, ads=150, impressions_per_day=20_000, seed=3)
@@ -181,18 +181,51 @@ def test_ctr_model_trains_exports_with_parity_and_registers(
 
 def test_promotion_refuses_a_miscalibrated_version(project: Path, ctr_set) -> None:
     settings = get_settings()
+    dataset.save(ctr_set, dataset_dir(settings, "ctr"))
     champion = registry.resolve(settings, "ctr")
+    # The champion passes when re-scored through its artifact on the test days.
+    assert registry.calibration_on_test_days(settings, champion) == []
+    assert registry.promote(settings, "ctr", champion.version).version == champion.version
+    # Predictions doubled: the calibration maps p to 2p. The recorded test metrics are
+    # left as they were (they pass): the gate must not trust them.
     manifest = json.loads(json.dumps(champion.manifest))
-    manifest["metrics"]["test"]["calibration_ratio"] *= 2  # predictions doubled
-    manifest["gate"] = gate(manifest["metrics"]["test"]).as_dict()
+    grid = np.linspace(0.0, 1.0, 2001)
+    doubled_p = np.minimum(2 * calibration.apply(champion.manifest["calibration"], grid), 1.0)
+    manifest["calibration"] = {"method": "isotonic", "x": grid.tolist(), "y": doubled_p.tolist()}
     doubled = project / "doubled"
     shutil.copytree(champion.directory, doubled)
     (doubled / "manifest.json").write_text(json.dumps(manifest))
-    registration = registry.register(settings, manifest, doubled, [], promote=True)
-    assert not registration.gate_passed and not registration.champion
-    with pytest.raises(registry.GateRefused, match="calibration ratio"):
+    registration = registry.register(settings, manifest, doubled, [], promote=False)
+    refusal = r"calibration_ratio: 100% of values failed, e.g. \[1\.9"
+    with pytest.raises(registry.GateRefused, match=refusal):
         registry.promote(settings, "ctr", registration.version)
     assert registry.resolve(settings, "ctr").version == champion.version
+
+
+def test_training_refuses_a_set_failing_its_quality_suite_unless_overridden(
+    project: Path, ctr_set, caplog
+) -> None:
+    settings = get_settings()
+    frame = ctr_set.frame.copy()
+    frame.loc[frame.index[:20], "user_ctr_7d"] = 1.7  # a rate above one
+    broken = dataset.TrainingSet(
+        frame, ctr_set.task, ctr_set.service, ctr_set.features, ctr_set.splits, ctr_set.labels
+    )
+    with pytest.raises(DataRefused, match="user_ctr_7d range: .* e.g. \\[1.7"):
+        train(settings, "ctr", "lr", epochs=1, promote=False, training_set=broken)
+    with caplog.at_level("WARNING", logger="adstack.training"):
+        run = train(
+            settings, "ctr", "lr", epochs=1, promote=False, training_set=broken,
+            accept_failed_validation=True,
+        )  # fmt: skip
+    assert "override" in caplog.text and "user_ctr_7d" in caplog.text
+    assert run.manifest["validation"]["override"] is True
+    tags = registry.client(settings).get_run(run.registration.run_id).data.tags
+    assert tags["validation_override"] == "True"
+    report = json.loads((run.report_dir / "report.json").read_text())
+    assert report["validation"]["failures"] and not report["validation"]["passed"]
+    # The reference profile for drift checks travels with the model.
+    assert (run.artifact_dir / "reference_profile.json").exists()
 
 
 def test_esmm_conversion_model_trains_and_exports(project: Path) -> None:

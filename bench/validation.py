@@ -1,0 +1,308 @@
+"""Validation benchmark: drift-suite time at 1M and 10M rows on pandas and Spark, and the
+drift suite's false-alarm and detection rates on simulated worlds.
+
+Timing. The table has the shape of a CTR model's inputs: the dense features of the five
+daily views (counts, spend, ages as skewed integers; rates with nulls) and six request
+features as categories. A reference profile is fitted on 200k rows; the whole drift run
+(GX suites plus our PSI and KS) is timed on the current table, on pandas in memory and
+on Spark (local[2]) reading the same Parquet. Spark is the baseline of the ratio.
+
+Detection. Worlds are simulated with the same seed with and without the simulator's
+drift knob (device mix, then interests, from day 5 of 8); the Spark batch job and a
+Feast repo produce the CTR training rows; the drifted world's days after the knob are
+compared with the control world's same days. The false-alarm rate comes from
+same-distribution splits of the control world's rows over many seeds.
+
+    python -m bench.validation [--rows 1000000 10000000] [--seeds 50] [--parts timing detection]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.harness import RESULTS, record, write_section
+from feature_repo import contract
+from training.feature_map import FeatureMap
+from validation import drift
+from validation.gx import Runner
+
+CATEGORIES = {
+    "device": ["mobile", "desktop", "tablet"],
+    "placement": ["feed", "search", "article", "video_pre", "sidebar", "app_banner"],
+    "country": ["US", "GB", "DE", "FR", "IN", "BR", "JP", "CA", "ES", "IT"],
+    "hour_of_day": [str(h) for h in range(24)],
+    "day_of_week": [str(d) for d in range(7)],
+    "position": ["1", "2", "3", "4"],
+}
+REFERENCE_ROWS = 200_000
+CHUNK = 1_000_000
+
+
+def dense_features() -> list[contract.Feature]:
+    return [f for spec in contract.DAILY_VIEWS for f in spec.features]
+
+
+def synthetic(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for f in dense_features():
+        if f.measure in ("ctr", "cvr", "click_share"):
+            values = rng.beta(2.0, 40.0, rows)
+            columns[f.name] = np.where(rng.random(rows) < 0.2, np.nan, values)
+        else:
+            columns[f.name] = rng.negative_binomial(2, 0.1, rows).astype(np.float64)
+    for name, values in CATEGORIES.items():
+        columns[name] = np.asarray(values, dtype=object)[rng.integers(0, len(values), rows)]
+    return pd.DataFrame(columns)
+
+
+def manifest_for(frame: pd.DataFrame) -> dict:
+    feature_map = FeatureMap.fit(
+        frame, [], list(CATEGORIES), [f.name for f in dense_features()], set()
+    )
+    return {"task": "ctr", "feature_map": feature_map.to_dict()}
+
+
+def write_parquet(path: Path, rows: int) -> None:
+    writer = None
+    for start in range(0, rows, CHUNK):
+        table = pa.Table.from_pandas(synthetic(min(CHUNK, rows - start), seed=1 + start // CHUNK))
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    if writer:
+        writer.close()
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def timing(rows_list: list[int], workdir: Path) -> dict:
+    from pipelines.spark import spark_session
+
+    reference_frame = synthetic(REFERENCE_ROWS, seed=0)
+    manifest = manifest_for(reference_frame)
+    reference = drift.reference_profile(reference_frame, manifest)
+    inputs = len(reference.columns)
+    spark = spark_session("bench-validation", "local[2]")
+    results = []
+    for rows in rows_list:
+        path = workdir / f"current_{rows}.parquet"
+        if not path.exists():
+            write_parquet(path, rows)
+        entry: dict = {"rows": rows, "inputs": inputs}
+        # Spark: read the Parquet and run the same suites.
+        frame = spark.read.parquet(str(path))
+        began = time.perf_counter()
+        report = drift.run(Runner(), reference, frame, engine="spark")
+        entry["spark_seconds"] = time.perf_counter() - began
+        entry["spark_drifted"] = report.drifted
+        # pandas: load, then run.
+        began = time.perf_counter()
+        current = pd.read_parquet(path)
+        entry["pandas_load_seconds"] = time.perf_counter() - began
+        began = time.perf_counter()
+        try:
+            report = drift.run(Runner(), reference, current)
+            entry["pandas_seconds"] = time.perf_counter() - began
+            entry["pandas_drifted"] = report.drifted
+        except MemoryError as error:
+            entry["pandas_error"] = f"MemoryError: {error}"
+        entry["peak_rss_gib"] = round(peak_rss_gib(), 2)
+        del current
+        gc.collect()
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    spark.stop()
+    return {"reference_rows": REFERENCE_ROWS, "inputs": inputs, "runs": results}
+
+
+# ----------------------------------------------------------------- detection
+
+
+def world(root: Path, spark, redis_url: str, drift_day: int | None, kind: str):
+    from feast import FeatureStore
+
+    from pipelines import batch_features
+    from pipelines.simulator import SimulationConfig, write_simulation
+    from tests.integration.test_training import applied_repo
+    from training import dataset
+
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    config = SimulationConfig(
+        days=8, users=3_000, ads=150, impressions_per_day=20_000, seed=11, start=start,
+        drift_day=drift_day, drift_kind=kind,  # type: ignore[arg-type]
+    )  # fmt: skip
+    data = root / "data"
+    write_simulation(config, data / "events", data / "ground_truth")
+    end = start + timedelta(days=config.days)
+    batch_features.run(spark, data, start.date() + timedelta(days=1), end.date())
+    repo = applied_repo(root, data, redis_url)
+    store = FeatureStore(repo_path=str(repo))
+    built = dataset.build(store, data, "ctr", start, end, None, None, 1, 1)
+    return built, start
+
+
+def detection(seeds: int, workdir: Path) -> dict:
+    from adstack import redis_server
+    from pipelines.spark import spark_session
+    from training.train import fit_feature_map
+
+    spark = spark_session("bench-validation", "local[2]")
+    server = redis_server.start(workdir / "redis", redis_server.free_port(), persist=False)
+    try:
+        sets = {}
+        for name, day, kind in (
+            ("control", None, "device"), ("device", 5, "device"), ("interest", 5, "interest"),
+        ):  # fmt: skip
+            root = workdir / name
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            sets[name], start = world(root, spark, server.url, day, kind)
+    finally:
+        redis_server.stop(workdir / "redis")
+        spark.stop()
+    manifest = {"task": "ctr", "feature_map": fit_feature_map(sets["control"]).to_dict()}
+
+    def after(name: str, day: int) -> pd.DataFrame:
+        frame = sets[name].frame
+        return frame[frame["event_timestamp"] >= start + timedelta(days=day)]
+
+    runner = Runner()
+    reference = drift.reference_profile(after("control", 5), manifest)
+    detected = {}
+    for kind in ("device", "interest"):
+        report = drift.run(runner, reference, after(kind, 5))
+        detected[kind] = {
+            "drifted": report.drifted,
+            "inputs": len(report.features),
+            "psi": {f.feature: f.psi for f in report.features if f.drifted},
+        }
+        print(kind, report.drifted, flush=True)
+    pool = after("control", 2).reset_index(drop=True)
+    alarms, seconds = [], []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(pool))
+        half = len(order) // 2
+        reference = drift.reference_profile(pool.iloc[order[:half]], manifest)
+        began = time.perf_counter()
+        report = drift.run(runner, reference, pool.iloc[order[half:]])
+        seconds.append(time.perf_counter() - began)
+        alarms.append(report.drifted)
+    rate = sum(bool(a) for a in alarms) / seeds
+    flagged: dict[str, int] = {}
+    for a in alarms:
+        for name in a:
+            flagged[name] = flagged.get(name, 0) + 1
+    return {
+        "detected": detected,
+        "false_alarm": {
+            "seeds": seeds,
+            "rows_per_half": len(pool) // 2,
+            "rate": rate,
+            "features_flagged": flagged,
+            "median_run_seconds": float(np.median(seconds)),
+        },
+        "thresholds": drift.Thresholds().__dict__,
+    }
+
+
+def section(figures: dict, command: str) -> list[str]:
+    lines = ["## Validation", ""]
+    timing_runs = figures.get("timing", {}).get("runs", [])
+    if timing_runs:
+        lines += [
+            f"Drift suite over {figures['timing']['inputs']} model inputs (reference profile "
+            f"of {REFERENCE_ROWS:,} rows), whole run (GX suites + PSI/KS) on 2 cores:",
+            "",
+            "| rows | pandas (s) | pandas load (s) | Spark local[2] (s) | pandas/Spark | peak RSS |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run in timing_runs:
+            pandas_s = run.get("pandas_seconds")
+            ratio = f"{pandas_s / run['spark_seconds']:.2f}" if pandas_s else "n/a"
+            shown = f"{pandas_s:.1f}" if pandas_s else run.get("pandas_error", "n/a")
+            lines.append(
+                f"| {run['rows']:,} | {shown} | {run['pandas_load_seconds']:.1f} | "
+                f"{run['spark_seconds']:.1f} | {ratio} | {run['peak_rss_gib']} GiB |"
+            )
+        lines.append("")
+    det = figures.get("detection")
+    if det:
+        fa = det["false_alarm"]
+        lines += [
+            f"False alarms: {fa['rate']:.1%} of {fa['seeds']} same-distribution splits "
+            f"({fa['rows_per_half']:,} rows each side) flagged any input "
+            f"(flagged: {fa['features_flagged'] or 'none'}); median run {fa['median_run_seconds']:.1f} s.",
+            "",
+        ]
+        for kind, found in det["detected"].items():
+            psi = ", ".join(f"{k} {v:.2f}" for k, v in found["psi"].items() if v is not None)
+            lines.append(
+                f"- {kind} drift knob: {len(found['drifted'])} of {found['inputs']} inputs "
+                f"flagged: {', '.join(found['drifted']) or 'none'} (PSI: {psi or 'n/a'})"
+            )
+        lines.append("")
+    lines += [f"Command: `{command}`", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--parts", nargs="+", default=["timing", "detection"])
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-validation"
+    )
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "validation.json"
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    command = "python -m bench.validation " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in (("rows", args.rows), ("seeds", args.seeds), ("parts", args.parts))
+    )
+    if "timing" in args.parts:
+        figures["timing"] = timing(args.rows, args.workdir)
+    if "detection" in args.parts:
+        figures["detection"] = detection(args.seeds, args.workdir)
+    figures = {k: v for k, v in figures.items() if k in ("timing", "detection")}
+    runs = figures.get("timing", {}).get("runs", [])
+    largest = runs[-1] if runs else None
+    fa = figures.get("detection", {}).get("false_alarm", {})
+    record(
+        "validation",
+        figures,
+        result=(
+            f"drift suite {largest['rows']:,} rows: pandas {largest.get('pandas_seconds', float('nan')):.0f} s; "
+            f"false alarms {fa.get('rate', float('nan')):.1%} of {fa.get('seeds', 0)} splits"
+            if largest else "see section"
+        ),
+        baseline=f"Spark local[2] {largest['spark_seconds']:.0f} s" if largest else "n/a",
+        ratio=(
+            f"{largest['pandas_seconds'] / largest['spark_seconds']:.2f}x"
+            if largest and largest.get("pandas_seconds") else "n/a"
+        ),
+        command=command,
+    )  # fmt: skip
+    write_section("validation", section(figures, command))
+    os.sync()
+
+
+if __name__ == "__main__":
+    main()
