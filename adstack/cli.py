@@ -546,6 +546,7 @@ def validate(
         Path | None, typer.Option(help="Parquet of model inputs to compare instead of traffic.")
     ] = None,
     served_limit: Annotated[int, typer.Option(min=1, help="Newest served rows to check.")] = 10_000,
+    alias: Annotated[str, typer.Option(help="Registry alias of the models to judge.")] = "champion",
 ) -> None:
     """Run validation suites; exit 1 and list what failed, by how much, if any fails."""
     from validation.run import SUITES, TASKS
@@ -564,6 +565,7 @@ def validate(
                 current,
                 served_limit,
                 status=lambda message: spinner.update(message),
+                alias=alias,
             )
     except (ValueError, FileNotFoundError, LookupError) as error:
         err.print(f"[red]error:[/red] {error}")

@@ -30,6 +30,8 @@ from pipelines.materialize import materialize_incremental
 from pipelines.simulator import SimulationConfig, write_simulation
 from pipelines.spark import spark_job
 
+# The registry alias of the models the demo trained (the scorer and validation use it).
+DEMO_ALIAS = "demo"
 REAL_LOGS = {
     "talkingdata": "talkingdata_sample",
     "open_bandit": "open_bandit",
@@ -155,7 +157,7 @@ def build_features(
 def train_models(settings: Settings, console: Console, start: datetime, end: datetime) -> dict:
     """Build both training sets from Feast, audit them for leakage, then train, calibrate,
     export and register the CTR and CVR models (champion when they pass the gate)."""
-    from training import leakage
+    from training import leakage, registry
     from training.pipeline import build_dataset, train
     from training.train import metric_summary
 
@@ -186,6 +188,8 @@ def train_models(settings: Settings, console: Console, start: datetime, end: dat
             f"{task} ({run.manifest['model_kind']}): {test}"
             f"\n  registered {reg.name} version {reg.version} ({status}); report {run.report_dir}"
         )
+        # The demo serves and validates what it just trained, champion or not.
+        registry.client(settings).set_registered_model_alias(reg.name, DEMO_ALIAS, reg.version)
         runs[task] = run
     console.print(
         f"MLflow UI: mlflow ui --backend-store-uri sqlite:///"
@@ -268,7 +272,7 @@ def sample_auctions(
     ads = events.read_table(events.ADS, root, ["ad_id"]).column("ad_id").to_numpy()
     rng = np.random.default_rng(config.seed)
     picked = shown.iloc[rng.choice(len(shown), min(requests, len(shown)), replace=False)]
-    serving = ServingSettings(served_log_sample=1.0)
+    serving = ServingSettings(served_log_sample=1.0, model_alias=DEMO_ALIAS)
     answered = 0
     status = console.status(f"sending {len(picked)} auctions through the scorer")
     with status, TestClient(create_app(settings=serving)) as scorer:
@@ -343,7 +347,7 @@ def validate_demo(settings: Settings, console: Console):
     from validation.run import validate
 
     with console.status("validating: quality, drift, calibration, skew") as spinner:
-        run = validate(settings, status=lambda message: spinner.update(message))
+        run = validate(settings, status=lambda message: spinner.update(message), alias=DEMO_ALIAS)
     console.print(validation_table(run.summary))
     for failure in run.failures()[:20]:
         console.print(f"  [yellow]finding[/yellow] {failure}")

@@ -4,11 +4,11 @@
 
 - ``quality``: every feature view's offline table (:mod:`validation.quality`); streamed
   views are checked when their push log exists;
-- ``drift`` and ``calibration``, per task (``ctr``, ``cvr``): the champion model from the
-  registry, its reference profile, and recent labelled traffic: the impressions of the
-  last ``days`` whole days whose labels are final at the end of the log, joined through
-  Feast with the model's feature service (``--current`` gives drift a Parquet file of
-  model inputs instead, e.g. a large table for the Spark engine);
+- ``drift`` and ``calibration``, per task (``ctr``, ``cvr``): the model the alias (default
+  ``champion``) points to in the registry, its reference profile, and recent labelled
+  traffic: the impressions of the last ``days`` whole days whose labels are final at the
+  end of the log, joined through Feast with the model's feature service (``--current``
+  gives drift a Parquet file of model inputs instead, e.g. a large table for Spark);
 - ``skew``: the newest rows of the scorer's served log, recomputed through Feast.
 
 Everything is written under ``<reports>/validation/``: ``summary.json`` (also kept as
@@ -111,6 +111,7 @@ def validate(
     served_limit: int = 10_000,
     thresholds: drift.Thresholds | None = None,
     status: Callable[[str], None] = lambda message: None,
+    alias: str = "champion",
 ) -> ValidationRun:
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -143,7 +144,7 @@ def validate(
         from training import registry
 
         for task in tasks:
-            models[task] = registry.resolve(settings, registry.MODEL_NAMES[task])
+            models[task] = registry.resolve(settings, registry.MODEL_NAMES[task], alias)
 
     for task in tasks if {"drift", "calibration"} & set(suites) else ():
         model = models[task]

@@ -1,5 +1,6 @@
 """`adstack demo` at a small scale: data lands where it says, and it stops its Redis."""
 
+import json
 import re
 import shutil
 
@@ -51,3 +52,14 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
         assert f"registered {task} version 1" in result.output
         assert (settings_env / "reports" / "training" / task / "report.json").exists()
     assert (settings_env / ".adstack" / "mlflow.db").exists()
+    # The validation report: every suite ran on the demo's data, and its HTML exists.
+    summary = json.loads((settings_env / "reports" / "validation" / "summary.json").read_text())
+    assert (settings_env / "reports" / "validation" / "data_docs" / "index.html").exists()
+    assert f"validation Data Docs (HTML): {summary['data_docs']}" in result.output
+    assert {v["view"] for v in summary["quality"]} >= set(contract.VIEWS)
+    failed_quality = [v["view"] for v in summary["quality"] if not v["passed"]]
+    assert failed_quality == [], summary["failures"]
+    assert set(summary["drift"]) == set(summary["calibration"]) == {"ctr", "cvr"}
+    assert summary["drift"]["ctr"]["current_rows"] > 100
+    assert summary["skew"]["rows"] > 100 and summary["skew"]["skewed"] == [], summary["skew"]
+    assert "scorer answered 300 of 300 auctions" in result.output

@@ -127,7 +127,7 @@ def test_device_drift_is_detected_on_device_and_not_on_the_other_inputs(
 def test_same_distribution_splits_raise_at_most_five_percent_false_alarms(
     worlds: dict[str, World], manifest: dict
 ) -> None:
-    pool = worlds["control"].rows_between(2, 99).reset_index(drop=True)
+    pool = worlds["control"].rows_between(DRIFT_DAY, 99).reset_index(drop=True)
     runner = Runner()
     alarms = []
     for seed in range(SEEDS):
