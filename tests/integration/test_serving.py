@@ -37,8 +37,10 @@ from training.pipeline import build_dataset, train
 from validation import skew
 from validation.gx import Runner
 
-CONFIG = SimulationConfig(days=12, users=1_500, ads=120, impressions_per_day=12_000, seed=5)
 START = datetime(2026, 2, 2, tzinfo=UTC)
+CONFIG = SimulationConfig(
+    days=12, users=1_500, ads=120, impressions_per_day=12_000, seed=5, start=START
+)
 END = START + timedelta(days=CONFIG.days)
 # Requests are made at the end of the log, where the batch rows are fresh.
 REQUEST_AT = END + timedelta(hours=12)
