@@ -177,3 +177,24 @@ def test_training_set_suite_flags_a_broken_join(worlds: dict[str, World]) -> Non
     )  # fmt: skip
     result = quality.check_training_set(runner, broken)
     assert [(c.check, c.feature) for c in result.failures] == [("coverage", "ad_impressions_1d")]
+
+
+def test_the_spark_engine_runs_the_same_suites_with_the_same_answers(
+    worlds: dict[str, World], manifest: dict, spark
+) -> None:
+    from validation.run import _spark_ready
+
+    reference = drift.reference_profile(worlds["control"].rows_between(DRIFT_DAY, 99), manifest)
+    current = worlds["device"].rows_between(DRIFT_DAY, 99)
+    on_pandas = drift.run(Runner(), reference, current)
+    frame = spark.createDataFrame(_spark_ready(current, reference))
+    on_spark = drift.run(Runner(), reference, frame, engine="spark")
+    assert on_spark.drifted == on_pandas.drifted
+    for ours, theirs in zip(on_spark.features, on_pandas.features, strict=True):
+        assert ours.psi == pytest.approx(theirs.psi, abs=1e-9), ours.feature
+        assert ours.ks == pytest.approx(theirs.ks, abs=1e-9), ours.feature
+        assert ours.current_mean == pytest.approx(theirs.current_mean), ours.feature
+    data = worlds["control"].root / "data"
+    for spec in (contract.USER_DAILY, contract.AD_PROFILE):
+        result = quality.check_view(Runner(), data, spec, END, engine="spark", spark=spark)
+        assert result.passed, [c.describe() for s in result.suites for c in s.failures]
