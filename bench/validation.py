@@ -108,7 +108,7 @@ def timing(rows_list: list[int], workdir: Path) -> dict:
         # Spark: read the Parquet and run the same suites.
         frame = spark.read.parquet(str(path))
         began = time.perf_counter()
-        report = drift.run(Runner(), reference, frame, engine="spark")
+        report = drift.run(Runner(), reference, frame)
         entry["spark_seconds"] = time.perf_counter() - began
         entry["spark_drifted"] = report.drifted
         # pandas: load, then run.
@@ -229,7 +229,8 @@ def section(figures: dict, command: str) -> list[str]:
             f"Drift suite over {figures['timing']['inputs']} model inputs (reference profile "
             f"of {REFERENCE_ROWS:,} rows), whole run (GX suites + PSI/KS) on 2 cores:",
             "",
-            "| rows | pandas (s) | pandas load (s) | Spark local[2] (s) | pandas/Spark | peak RSS |",
+            "| rows | pandas (s) | pandas load (s) | Spark local[2] (s) | pandas/Spark "
+            "| peak RSS |",
             "|---|---|---|---|---|---|",
         ]
         for run in timing_runs:
@@ -247,7 +248,8 @@ def section(figures: dict, command: str) -> list[str]:
         lines += [
             f"False alarms: {fa['rate']:.1%} of {fa['seeds']} same-distribution splits "
             f"({fa['rows_per_half']:,} rows each side) flagged any input "
-            f"(flagged: {fa['features_flagged'] or 'none'}); median run {fa['median_run_seconds']:.1f} s.",
+            f"(flagged: {fa['features_flagged'] or 'none'}); median run "
+            f"{fa['median_run_seconds']:.1f} s.",
             "",
         ]
         for kind, found in det["detected"].items():
@@ -289,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         "validation",
         figures,
         result=(
-            f"drift suite {largest['rows']:,} rows: pandas {largest.get('pandas_seconds', float('nan')):.0f} s; "
+            f"drift suite {largest['rows']:,} rows: pandas "
+            f"{largest.get('pandas_seconds', float('nan')):.0f} s; "
             f"false alarms {fa.get('rate', float('nan')):.1%} of {fa.get('seeds', 0)} splits"
             if largest else "see section"
         ),

@@ -199,12 +199,22 @@ def _is_pandas(frame: Any) -> bool:
     return isinstance(frame, pd.DataFrame)
 
 
+def _error(info: dict[str, Any]) -> str | None:
+    """The exception an expectation raised: at the top level, or per metric (keyed by the
+    metric's id) when a metric failed to compute."""
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
 def _check(suite: str, outcome) -> Check:
     config = outcome.expectation_config
     kwargs = config.kwargs
     meta = config.meta or {}
-    info = outcome.exception_info or {}
-    error = info.get("exception_message") if info.get("raised_exception") else None
+    error = _error(outcome.exception_info or {})
     result = outcome.result or {}
     return Check(
         suite=suite,

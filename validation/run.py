@@ -157,8 +157,8 @@ def validate(
             if current is not None:
                 frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
             elif spark is not None:
-                frame = spark.createDataFrame(_spark_ready(traffic, reference))
-            report = drift.run(runner, reference, frame, thresholds, engine)
+                frame = spark_frame(spark, traffic, reference)
+            report = drift.run(runner, reference, frame, thresholds)
             summary.setdefault("drift", {})[task] = report.as_dict() | {
                 "model_version": model.version
             }
@@ -256,8 +256,12 @@ def _plot(report: drift.DriftReport, directory: Path, task: str) -> list[Path]:
     ]
 
 
-def _spark_ready(frame: pd.DataFrame, reference: drift.Reference) -> pd.DataFrame:
-    """Only the compared inputs, with plain dtypes Spark can infer."""
+def spark_frame(spark: Any, frame: pd.DataFrame, reference: drift.Reference) -> Any:
+    """The compared inputs as a Spark DataFrame: categories as strings, numbers as
+    doubles, and missing values as nulls (through Arrow; a pandas NaN would become
+    Spark's NaN, which Spark counts as a value)."""
+    import pyarrow as pa
+
     columns = {}
     for p in reference.columns:
         values = frame[p.name]
@@ -265,7 +269,7 @@ def _spark_ready(frame: pd.DataFrame, reference: drift.Reference) -> pd.DataFram
             columns[p.name] = values.astype("string").astype(object).where(values.notna(), None)
         else:
             columns[p.name] = pd.to_numeric(values, errors="coerce").astype("float64")
-    return pd.DataFrame(columns)
+    return spark.createDataFrame(pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False))
 
 
 def _spark():
