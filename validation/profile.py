@@ -237,8 +237,10 @@ def _fold(counts: pd.Series, profile: ColumnProfile, present: int) -> dict[str, 
 
 
 def _spark_stats(frame: Any, profiles: list[ColumnProfile]) -> dict[str, CurrentStats]:
-    """One pass for every numeric column (counts, moments and the CDF on the grid), one
-    grouped count per categorical column."""
+    """Counts and moments of every numeric column in one aggregation; the CDF at the
+    cuts from one bucketing pass (Bucketizer, then a grouped count of (column, bucket)
+    pairs); one grouped count per categorical column."""
+    from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
     numeric = [p for p in profiles if p.kind == NUMERIC]
@@ -250,12 +252,31 @@ def _spark_stats(frame: Any, profiles: list[ColumnProfile]) -> dict[str, Current
             F.mean(column).alias(f"m{i}"),
             F.stddev_samp(column).alias(f"s{i}"),
         ]
-        aggregates += [
-            F.sum(F.when(column <= float(g), 1).otherwise(0)).alias(f"c{i}_{j}")
-            for j, g in enumerate(p.grid)
-        ]
     row = frame.agg(*aggregates).first().asDict()
     rows = int(row["__rows"])
+    cut = [i for i, p in enumerate(numeric) if p.grid]
+    buckets: dict[tuple[int, int], int] = {}
+    if cut:
+        # Bucket j holds (cut[j-1], cut[j]]: splits just above each cut. Nulls become NaN,
+        # which Bucketizer keeps in a bucket of its own (ignored below).
+        values = frame.select(
+            *[F.coalesce(F.col(numeric[i].name).cast("double"), F.lit(float("nan"))).alias(f"v{i}")
+              for i in cut]
+        )  # fmt: skip
+        bucketizer = Bucketizer(
+            splitsArray=[
+                [-np.inf, *np.nextafter(np.asarray(numeric[i].grid), np.inf).tolist(), np.inf]
+                for i in cut
+            ],
+            inputCols=[f"v{i}" for i in cut],
+            outputCols=[f"b{i}" for i in cut],
+            handleInvalid="keep",
+        )
+        pairs = bucketizer.transform(values).select(
+            F.posexplode(F.array(*[F.col(f"b{i}").cast("int") for i in cut]))
+        )
+        for counted in pairs.groupBy("pos", "col").count().collect():
+            buckets[(cut[counted["pos"]], counted["col"])] = int(counted["count"])
     out: dict[str, CurrentStats] = {}
     for i, p in enumerate(numeric):
         present = int(row[f"n{i}"])
@@ -263,7 +284,8 @@ def _spark_stats(frame: Any, profiles: list[ColumnProfile]) -> dict[str, Current
         if present:
             stats.mean = float(row[f"m{i}"])
             stats.std = float(row[f"s{i}"] or 0.0)
-            stats.cdf = [int(row[f"c{i}_{j}"]) / present for j in range(len(p.grid))]
+            counts = np.array([buckets.get((i, j), 0) for j in range(len(p.grid))])
+            stats.cdf = (np.cumsum(counts) / present).tolist()
         out[p.name] = stats
     for p in profiles:
         if p.kind != CATEGORICAL:
