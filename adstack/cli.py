@@ -580,8 +580,8 @@ def print_validation(run) -> None:
     from adstack.demo import validation_table
 
     console.print(validation_table(run.summary))
-    for failure in run.failures():
-        err.print(f"  [red]failed[/red] {failure}")
+    for failure in run.failures():  # one unwrapped line each, for grep
+        err.print(f"  [red]failed[/red] {failure}", soft_wrap=True, markup=True, highlight=False)
     console.print(
         f"report: {run.out_dir / 'summary.json'}\nData Docs: {run.docs}\n"
         + (f"drift plots: {run.out_dir / 'plots'}" if run.plots else "no drift plots")

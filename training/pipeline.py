@@ -133,8 +133,7 @@ def check_training_set(
     from validation.gx import Runner
     from validation.quality import check_training_set as suite
 
-    docs = settings.reports_dir / "validation" / "data_docs"
-    result = suite(Runner(docs_dir=docs, run_name=f"training-{training_set.task}"), training_set)
+    result = suite(Runner(run_name=f"training-{training_set.task}"), training_set)
     failures = [c.describe() for c in result.failures]
     if failures and not accept_failed_validation:
         raise DataRefused(

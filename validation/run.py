@@ -150,9 +150,9 @@ def validate(
         model = models[task]
         status(f"{task}: recent labelled traffic through Feast")
         traffic = recent_traffic(settings, model.manifest, days)
+        reference = load_reference(settings, model)
         if "drift" in suites:
             status(f"{task}: drift of {len(drift.model_inputs(model.manifest))} inputs")
-            reference = load_reference(settings, model)
             frame: Any = traffic
             if current is not None:
                 frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
@@ -176,7 +176,6 @@ def validate(
 
             judged = calibration.judged_rows(task, traffic)
             predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
-            reference = load_reference(settings, model)
             report_c = calibration.run(
                 runner, task, judged, predictions, reference, thresholds, model.version
             )

@@ -11,6 +11,7 @@ and ad ages grow from day to day in both worlds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from adstack.settings import get_settings
 from feature_repo import contract
 from pipelines import batch_features
 from pipelines.simulator import SimulationConfig, write_simulation
-from tests.integration.test_training import applied_repo
+from tests.integration.test_training import applied_repo, point_settings_at
 from training import dataset
 from training.train import fit_feature_map
 from validation import drift, quality
@@ -203,3 +204,28 @@ def test_the_spark_engine_runs_the_same_suites_with_the_same_answers(
     for spec in (contract.USER_DAILY, contract.AD_PROFILE):
         result = quality.check_view(Runner(), data, spec, END, engine="spark", spark=spark)
         assert result.passed, [c.describe() for s in result.suites for c in s.failures]
+
+
+def test_validate_command_exits_non_zero_and_says_what_failed_by_how_much(
+    worlds: dict[str, World], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from adstack.cli import app
+
+    root = worlds["control"].root
+    point_settings_at(monkeypatch, root, root / "feature_repo", redis_url)
+    fresh = CliRunner().invoke(app, ["validate", "--suite", "quality", "--as-of", END.isoformat()])
+    assert fresh.exit_code == 0, fresh.output
+    summary = json.loads((root / "reports" / "validation" / "summary.json").read_text())
+    assert summary["passed"] and len(summary["quality"]) == len(contract.VIEWS)
+    assert (root / "reports" / "validation" / "data_docs" / "index.html").exists()
+    week_later = (END + timedelta(days=7)).isoformat()
+    stale = CliRunner().invoke(app, ["validate", "--suite", "quality", "--as-of", week_later])
+    assert stale.exit_code == 1
+    # One line per failure: the view, the check, what was observed and what was allowed.
+    assert "quality_user_daily_partitions: table freshness: observed 2026-03-10" in stale.output
+    assert "allowed min_value=2026-03-15" in stale.output
+    bad = CliRunner().invoke(app, ["validate", "--suite", "nonsense"])
+    assert bad.exit_code == 2 and "unknown suites" in bad.output
+    get_settings.cache_clear()
