@@ -577,11 +577,13 @@ def validate(
 
 def print_validation(run) -> None:
     """The run's outcome per suite, then every failure with observed and allowed values."""
+    from rich.markup import escape
+
     from adstack.demo import validation_table
 
     console.print(validation_table(run.summary))
     for failure in run.failures():  # one unwrapped line each, for grep
-        err.print(f"  [red]failed[/red] {failure}", soft_wrap=True, markup=True, highlight=False)
+        err.print(f"  [red]failed[/red] {escape(failure)}", soft_wrap=True, highlight=False)
     console.print(
         f"report: {run.out_dir / 'summary.json'}\nData Docs: {run.docs}\n"
         + (f"drift plots: {run.out_dir / 'plots'}" if run.plots else "no drift plots")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -350,7 +351,7 @@ def validate_demo(settings: Settings, console: Console):
         run = validate(settings, status=lambda message: spinner.update(message), alias=DEMO_ALIAS)
     console.print(validation_table(run.summary))
     for failure in run.failures()[:20]:
-        console.print(f"  [yellow]finding[/yellow] {failure}")
+        console.print(f"  [yellow]finding[/yellow] {escape(failure)}", soft_wrap=True)
     if len(run.failures()) > 20:
         console.print(f"  ... {len(run.failures()) - 20} more in {run.out_dir / 'summary.json'}")
     return run
