@@ -68,9 +68,9 @@ def bounds_expectations(features: tuple[contract.Feature, ...]) -> list[gxe.Expe
 
 
 def _present_where_positive(feature: str, denominator: str, engine: str) -> gxe.Expectation:
-    if engine == "spark":
+    if engine == "spark":  # a Spark SQL expression
         return gxe.ExpectColumnValuesToNotBeNull(
-            column=feature, row_condition=f'col("{denominator}")>0', condition_parser="spark"
+            column=feature, row_condition=f"{denominator} > 0", condition_parser="spark"
         )
     return gxe.ExpectColumnValuesToNotBeNull(
         column=feature, row_condition=f"{denominator}>0", condition_parser="pandas"
@@ -133,6 +133,11 @@ def view_expectations(spec: ViewSpec, engine: str = "pandas") -> list[gxe.Expect
         *null_expectations(spec, engine),
         *consistency_expectations(spec.features),
     ]
+
+
+def has_data(path: Path) -> bool:
+    """Whether a table has a ``date=`` partition besides the empty schema seed."""
+    return any(f.parent.name != contract.SCHEMA_FOLDER for f in path.glob("date=*/*.parquet"))
 
 
 def partition_rows(path: Path) -> pd.DataFrame:
@@ -212,7 +217,7 @@ def check_view(
     """Validate a view's offline table: its newest partition's rows and every partition's
     size; a missing table fails with one clear check."""
     path = table_path(data_root, spec)
-    if not any(path.glob("date=*/*.parquet")):
+    if not has_data(path):
         missing = SuiteResult(f"quality_{spec.name}", [])
         missing.checks.append(_missing(missing.suite, path))
         return ViewQuality(spec.name, str(path), None, 0, [missing])
@@ -240,7 +245,7 @@ def _missing(suite: str, path: Path):
     from validation.gx import Check
 
     return Check(suite, "table_exists", "table_exists", None, None, False, "absent", {},
-                 error=f"no Parquet under {path}")  # fmt: skip
+                 error=f"no partition with rows under {path}")  # fmt: skip
 
 
 def training_set_expectations(frame: pd.DataFrame, features: list[Any]) -> list[gxe.Expectation]:
