@@ -227,7 +227,9 @@ def section(figures: dict, command: str) -> list[str]:
     if timing_runs:
         lines += [
             f"Drift suite over {figures['timing']['inputs']} model inputs (reference profile "
-            f"of {REFERENCE_ROWS:,} rows), whole run (GX suites + PSI/KS) on 2 cores:",
+            f"of {REFERENCE_ROWS:,} rows), whole run (GX suites + PSI/KS) on 2 cores"
+            + (f" ({figures['timing']['note']})" if figures["timing"].get("note") else "")
+            + ":",
             "",
             "| rows | pandas (s) | pandas load (s) | Spark local[2] (s) | pandas/Spark "
             "| peak RSS |",
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--parts", nargs="+", default=["timing", "detection"])
+    parser.add_argument("--note", default="", help="What else ran on the machine, for the record.")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-validation"
     )
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in (("rows", args.rows), ("seeds", args.seeds), ("parts", args.parts))
     )
     if "timing" in args.parts:
-        figures["timing"] = timing(args.rows, args.workdir)
+        figures["timing"] = timing(args.rows, args.workdir) | {"note": args.note}
     if "detection" in args.parts:
         figures["detection"] = detection(args.seeds, args.workdir)
     figures = {k: v for k, v in figures.items() if k in ("timing", "detection")}
