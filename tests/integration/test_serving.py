@@ -264,8 +264,14 @@ def test_scores_equal_the_training_path_on_feasts_values(stack: Stack) -> None:
     assert expired > 0  # the TTL rule was exercised
 
 
+def _redis_stage_count(metrics: str) -> float:
+    key = 'adstack_stage_seconds_count{endpoint="auction",stage="redis"} '
+    return sum(float(line[len(key) :]) for line in metrics.splitlines() if line.startswith(key))
+
+
 def test_auction_answers_with_priced_winners_and_timings(stack: Stack) -> None:
     with _client(stack) as client:
+        before = _redis_stage_count(client.get("/metrics").text)
         response = client.post("/v1/auction", json=_auction_body(stack))
         assert response.status_code == 200, response.text
         answer = response.json()
@@ -281,7 +287,9 @@ def test_auction_answers_with_priced_winners_and_timings(stack: Stack) -> None:
     assert answer["candidates"]["received"] == 50 and answer["candidates"]["eligible"] > 3
     assert set(answer["timings_ms"]) >= {"parse", "redis", "assemble", "inference", "auction"}
     assert answer["model_versions"] == stack.versions
-    assert 'adstack_stage_seconds_count{endpoint="auction",stage="redis"} 1.0' in metrics
+    # Counted from before the request: an app created earlier in the same process (the
+    # demo's) shows up in the counts (noted, not explained yet).
+    assert _redis_stage_count(metrics) == before + 1
     assert (
         f'adstack_model_version_info{{model="ctr",version="{stack.versions["ctr"]}"}} 1.0'
         in metrics

@@ -224,7 +224,7 @@ def test_validate_command_exits_non_zero_and_says_what_failed_by_how_much(
     stale = CliRunner().invoke(app, ["validate", "--suite", "quality", "--as-of", week_later])
     assert stale.exit_code == 1
     # One line per failure: the view, the check, what was observed and what was allowed.
-    assert "quality_user_daily_partitions: table freshness: observed 2026-03-10" in stale.output
+    assert "quality_user_daily_partitions: date freshness: observed 2026-03-10" in stale.output
     assert "allowed min_value=2026-03-15" in stale.output
     bad = CliRunner().invoke(app, ["validate", "--suite", "nonsense"])
     assert bad.exit_code == 2 and "unknown suites" in bad.output
