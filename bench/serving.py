@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -36,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bench.harness import ROOT, record, write_section
+from adstack import processes
+from bench.harness import record, write_section
 from bench.loadgen import request_bytes, run
 from bench.materialize import synthetic_table, write_table
 from feature_repo import contract
@@ -226,37 +225,17 @@ def bodies(candidates: int, count: int, seed: int) -> list[bytes]:
 
 
 def start_server(name: str, port: int, workers: int, env: dict[str, str], work: Path):
-    command = [
-        sys.executable, "-m", "uvicorn", APPS[name], "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        "--log-level", "warning",
-    ]  # fmt: skip
-    logfile = open(work / f"server-{name}.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env}, stdout=logfile, stderr=logfile,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} server exited; see {work / f'server-{name}.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            time.sleep(1)
-    stop_server(process)
-    raise RuntimeError(f"{name} server not ready in 180 s")
+    return processes.start(
+        name,
+        processes.scorer_command(port, workers, app=APPS[name]),
+        env,
+        work / f"server-{name}.log",
+        ready=processes.http_ok(f"http://127.0.0.1:{port}/readyz"),
+    )
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def stop_server(child: processes.Child) -> None:
+    processes.stop(child)
 
 
 def serialise_ms(port: int) -> float | None:

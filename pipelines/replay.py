@@ -131,8 +131,12 @@ def replay(
     chunk: int = 2_000,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    on_sent: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
-    """Send ``events`` (sorted by time) at ``speed`` times real time; 0 = unpaced."""
+    """Send ``events`` (sorted by time) at ``speed`` times real time; 0 = unpaced.
+
+    ``on_sent(sent, ts)`` is called after each chunk with the number of events sent so
+    far and the event time (epoch microseconds) of the last one."""
     if speed < 0:
         raise ValueError("speed must be 0 (as fast as possible) or positive")
     if len(events) and (np.diff(events.ts) < 0).any():
@@ -152,6 +156,8 @@ def replay(
                 continue
         producer.send(events.take(np.arange(sent, due)))
         sent = due
+        if on_sent is not None:
+            on_sent(sent, int(events.ts[sent - 1]))
     first = int(events.ts[0]) if len(events) else None
     last = int(events.ts[-1]) if len(events) else None
     return ReplayReport(sent, clock() - started, first, last)

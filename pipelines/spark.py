@@ -29,6 +29,8 @@ LAUNCH_CONF = {
     "spark.driver.memory": os.environ.get("ADSTACK_SPARK_DRIVER_MEMORY", "4g"),
     "spark.ui.enabled": "false",
     "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+    # Stage bars on stderr would tear the callers' own progress display.
+    "spark.ui.showConsoleProgress": "false",
 }
 LOCAL_SHUFFLE_PARTITIONS = "8"
 

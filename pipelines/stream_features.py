@@ -270,8 +270,9 @@ class StreamWorker:
         step = self.aggregator.apply(decoded.events)
         self._time("aggregate", began)
         self._push(step, decoded)
-        self._commit(step, decoded)
+        # Counted before the commit, so the status hash it writes includes this batch.
         self._count(step, decoded, len(entries))
+        self._commit(step, decoded)
 
     def _push(self, step: Step, decoded: Decoded) -> None:
         self._push_views(step, PushMode.ONLINE, "push_online")

@@ -58,3 +58,12 @@ def spark():
     session = spark_session("adstack-tests", "local[2]")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def serving_stack(tmp_path_factory: pytest.TempPathFactory, spark):
+    """The scorer's stack (tests/stack.py), built once for the serving tests and the
+    reliability suite; its redis-server is stopped at the end of the session."""
+    from tests import stack
+
+    yield from stack.build(tmp_path_factory, spark)

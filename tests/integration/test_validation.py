@@ -38,7 +38,8 @@ CONFIG = SimulationConfig(
     days=8, users=3_000, ads=150, impressions_per_day=20_000, seed=11, start=START
 )
 END = START + timedelta(days=CONFIG.days)
-SEEDS = 20
+# Same-distribution splits in the test (the benchmark runs 50: bench/validation.py).
+SEEDS = 10
 # Request-time and profile inputs, and everything counted from impressions alone: the
 # device knob cannot move them (the worlds draw the same requests, users and ads).
 CLICK_DRIVEN = {"clicks", "conversions", "ctr", "cvr", "click_share", "spend"}
@@ -125,7 +126,7 @@ def test_device_drift_is_detected_on_device_and_not_on_the_other_inputs(
     assert all(measures.get(name) in CLICK_DRIVEN for name in others), others
 
 
-def test_same_distribution_splits_raise_at_most_five_percent_false_alarms(
+def test_same_distribution_splits_raise_no_false_alarms(
     worlds: dict[str, World], manifest: dict
 ) -> None:
     pool = worlds["control"].rows_between(DRIFT_DAY, 99).reset_index(drop=True)
@@ -137,8 +138,8 @@ def test_same_distribution_splits_raise_at_most_five_percent_false_alarms(
         reference = drift.reference_profile(pool.iloc[order[:half]], manifest)
         report = drift.run(runner, reference, pool.iloc[order[half:]])
         alarms.append(report.drifted)
-    rate = sum(bool(a) for a in alarms) / SEEDS
-    assert rate <= 0.05, alarms
+    # 0 of 50 in the benchmark; here every one of the splits must be clean.
+    assert not any(alarms), alarms
 
 
 def test_quality_suites_pass_on_the_batch_tables_and_catch_bad_rows(
