@@ -69,6 +69,7 @@ class Steps:
             MofNCompleteColumn(), TimeElapsedColumn(), console=console,
         )  # fmt: skip
         self.console = self.progress.console
+        self.seconds: dict[str, float] = {}  # per finished step
 
     def print(self, *args, **kwargs) -> None:
         # Unwrapped: paths and figures stay on one line for copying and grepping.
@@ -77,9 +78,11 @@ class Steps:
     @contextmanager
     def step(self, description: str, total: float | None = None) -> Iterator[TaskID]:
         task = self.progress.add_task(description, total=total)
+        began = time.monotonic()
         yield task
         done = self.progress.tasks[task].total or self.progress.tasks[task].completed or 1
         self.progress.update(task, total=done, completed=done)
+        self.seconds[description] = time.monotonic() - began
 
     def update(self, task: TaskID, **fields) -> None:
         self.progress.update(task, **fields)
@@ -162,7 +165,7 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         )
     seconds = time.monotonic() - began
     console.print(summary_table(runs, day, seconds))
-    figures = write_summary(settings, runs, day, seconds)
+    figures = write_summary(settings, runs, day, seconds, steps.seconds)
     console.print(
         f"events: {settings.data_root / 'events'} (sample logs: "
         f"{settings.data_root / 'sample_logs'})\n"
@@ -381,7 +384,7 @@ def summary_table(runs: dict, day: live_day.LiveDayReport, seconds: float) -> Ta
     stream = day.stream
     if stream:
         table.add_row(
-            "stream", "event to online p50 / p99",
+            "stream", "lag: event to online p50 / p99",
             f"{_ms(stream.get('event_to_online_p50'))} / {_ms(stream.get('event_to_online_p99'))}",
         )  # fmt: skip
         table.add_row(
@@ -392,13 +395,20 @@ def summary_table(runs: dict, day: live_day.LiveDayReport, seconds: float) -> Ta
     return table
 
 
-def write_summary(settings: Settings, runs: dict, day: live_day.LiveDayReport, seconds: float):
+def write_summary(
+    settings: Settings,
+    runs: dict,
+    day: live_day.LiveDayReport,
+    seconds: float,
+    step_seconds: dict[str, float],
+):
     """The summary's figures as JSON: ``<reports>/demo/summary.json``."""
     path = settings.reports_dir / "demo" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = {
         "seconds": round(seconds, 1),
         "scale": settings.demo_scale,
+        "step_seconds": {k: round(v, 1) for k, v in step_seconds.items()},
         "models": {
             task: {
                 "version": entry["run"].registration.version,

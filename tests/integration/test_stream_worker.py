@@ -1,16 +1,14 @@
 """The stream worker on a real Redis and a real Feast repo: replayed events in, pushed
-rows out, held to the recomputation from the raw events; crashes, lateness, and the
-point-in-time view of what was pushed."""
+rows out, held to the recomputation from the raw events; lateness, malformed entries,
+and the point-in-time view of what was pushed. Crashes during a replay are in
+tests/reliability/test_stream_worker_kills.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,6 @@ from pipelines.stream_aggregates import STREAM_VIEWS, recompute
 from pipelines.stream_features import StreamWorker, WorkerConfig
 
 REPO_SOURCE = Path(contract.__file__).resolve().parent
-PROJECT_ROOT = REPO_SOURCE.parent
 
 
 def make_project(root: Path, config: SimulationConfig, redis_url: str) -> dict[str, str]:
@@ -202,70 +199,6 @@ def test_late_out_of_order_and_malformed_entries(project: Path, redis_url: str) 
     # (an expiry row at 10:33), the 10:30 one has not; the late click never counts.
     assert (user.user_impressions_5m, user.user_impressions_1h, user.user_clicks_1h) == (1, 2, 0)
     assert client.xpending(STREAM_KEY, "stream-features")["pending"] == 0
-
-
-def test_killed_five_times_the_worker_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = SimulationConfig(days=1, users=4_000, ads=300, impressions_per_day=192_000, seed=12)
-    env = make_project(tmp_path, config, redis_url)
-    use_env(monkeypatch, env)
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    events = stream_events(tmp_path / "data")
-    assert len(events) >= 200_000
-    replay(EventProducer(client), events, speed=0)
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.stream_features",
-        "--batch-size",
-        "2000",
-        "--lease-seconds",
-        "2",
-        "--exit-when-idle",
-        "2",
-    ]
-    rng = np.random.default_rng(5)
-    pending_at_kill = []
-    for _ in range(5):
-        worker = subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        # Kill at a random point after the worker has joined its group: its start-up
-        # (imports, Feast registry) takes from 3 s to well over 10 s on a busy machine.
-        wait_for_group(client, worker)
-        time.sleep(float(rng.uniform(0.5, 3.0)))
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        pending_at_kill.append(client.xpending(STREAM_KEY, "stream-features")["pending"])
-    final = subprocess.run(
-        command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert final.returncode == 0, final.stderr[-3000:]
-    # The kills came mid-stream: entries were in flight when the worker died.
-    assert sum(p > 0 for p in pending_at_kill) >= 3, pending_at_kill
-    assert client.xpending(STREAM_KEY, "stream-features")["pending"] == 0
-    watermark = int(client.get(f"{STREAM_KEY}:state:stream-features:watermark"))
-    assert watermark == int(events.ts.max()) + 1
-    store = FeatureStore(repo_path=str(tmp_path / "feature_repo"))
-    for name, view in STREAM_VIEWS.items():
-        ids = np.unique(getattr(events, view.entity))
-        expected = recompute(view, events, ids, np.full(len(ids), watermark))
-        actual = online_frame(store, name, ids)
-        assert_same(actual, expected, view.spec.feature_names)
-
-
-def wait_for_group(client: redis.Redis, worker: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Until the stream worker's consumer group exists on the stream."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert worker.poll() is None, "the stream worker exited before joining its group"
-        with contextlib.suppress(redis.ResponseError):
-            if any(g["name"] == b"stream-features" for g in client.xinfo_groups(STREAM_KEY)):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"the stream worker did not create its group within {timeout} s")
 
 
 @pytest.mark.real_logs

@@ -1,8 +1,11 @@
 """Each kind of corrupted input is quarantined (or rejected) with a clear reason,
-and every good row still reaches the events. Real Great Expectations runs each time."""
+and every good row still reaches the events. Real Great Expectations runs each time.
+Above the allowed fraction of bad rows the run fails: ``adstack ingest`` exits 1, so a
+scheduler stops the pipeline, yet the good rows are written and the bad ones kept."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -269,6 +272,56 @@ def test_shuffled_csv_header_ingests_the_same(tmp_path):
         a = written(tmp_path / "a", table)
         b = written(tmp_path / "b", table)
         pd.testing.assert_frame_equal(a, b)
+
+
+def landed(landing: Path, table: str) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in table_files(landing, table)], ignore_index=True)
+
+
+def test_ingest_command_exits_1_above_the_threshold_and_keeps_every_good_row(
+    landing, settings_env, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from adstack.cli import app
+
+    clicked = set(landed(landing, "clicks")["impression_id"])
+
+    def corrupt(frame):
+        # Impressions nobody clicked, so no click or conversion loses its impression.
+        rows = frame.index[~frame["impression_id"].isin(clicked)][:20]
+        frame["user_id"] = frame["user_id"].astype("Int64")
+        frame.loc[rows[:10], "user_id"] = None
+        frame.loc[rows[10:], "bid"] = -1.0
+        return frame
+
+    edited = edit_first_file(landing, "impressions", corrupt)
+    expected_reasons = {
+        **dict.fromkeys(edited.loc[edited["user_id"].isna(), "impression_id"], "user_id is null"),
+        **dict.fromkeys(edited.loc[edited["bid"] < 0, "impression_id"], "bid below 0"),
+    }
+    assert len(expected_reasons) == 20
+    monkeypatch.setenv("ADSTACK_DATA", str(settings_env / "data"))
+    result = CliRunner().invoke(
+        app,
+        ["ingest", "--source", "simulator", "--path", str(landing), "--max-bad-fraction", "0.001"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "above the threshold" in result.output
+    report = json.loads((settings_env / "reports" / "ingest" / "simulator.json").read_text())
+    assert not report["passed"] and report["rows_quarantined"] == 20
+    q = quarantined(settings_env, "impressions")
+    reasons = dict(zip(q["impression_id"].astype("int64"), q["_reasons"], strict=True))
+    assert reasons.keys() == expected_reasons.keys()
+    assert all(expected in reasons[i] for i, expected in expected_reasons.items()), reasons
+    for name, table in events.TABLES.items():
+        key = list(table.key)
+        good = landed(landing, name)[key].drop_duplicates()
+        if name == "impressions":
+            good = good[~good["impression_id"].isin(expected_reasons)]
+        kept = written(settings_env, name)[key]
+        assert len(kept) == len(good), name
+        assert set(kept.itertuples(index=False)) == set(good.itertuples(index=False)), name
 
 
 def test_bad_fraction_above_threshold_fails_the_run_but_keeps_good_rows(tmp_path):
