@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +57,7 @@ class ScoreRequest(Strict):
     request_id: str = Field(min_length=1, max_length=128)
     user_id: int = INT64
     context: Context = Field(default_factory=Context)
-    ad_ids: list[int] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    ad_ids: list[Annotated[int, INT64]] = Field(min_length=1, max_length=MAX_CANDIDATES)
 
 
 class Winner(BaseModel):
