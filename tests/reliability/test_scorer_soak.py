@@ -4,7 +4,8 @@ serves within the p99 bound, found by a sweep in the same run on the same machin
 What only time reveals: memory that grows with traffic (a cache without a bound, a
 metric label per request, references kept by a background task), latency that drifts
 as the heap or a cache grows, and errors that come with either. The run lasts
-``ADSTACK_SOAK_SECONDS`` (90 by default; 300 gives the 5-minute soak) after a warm-up and a sweep of about 40 s.
+``ADSTACK_SOAK_SECONDS`` (90 by default; 300 gives the 5-minute soak) after a warm-up
+and a sweep of about 40 s.
 
 Pass (``bench.soak.problems``): p99 of the whole soak within 25 ms, every request
 answered 200 (no connection failure, none over the 5 s timeout), at most 1% degraded,
