@@ -26,7 +26,7 @@ demo: setup
 	DEMO_SCALE=$(DEMO_SCALE) $(BIN)/adstack demo
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" tests
+	$(BIN)/python -m pytest -m "not slow" --durations=25 tests
 
 test-all: setup
 	$(BIN)/python -m pytest tests
