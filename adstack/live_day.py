@@ -26,11 +26,14 @@ from rich.progress import Progress, TaskID
 
 from adstack import processes, redis_server
 from adstack.settings import Settings
+from feature_repo import contract
 from pipelines import stream_features
 from pipelines.event_bus import IMPRESSION, STREAM_KEY, EventProducer, Events
 from pipelines.replay import ReplayReport, replay, stream_events
 
 GROUP = "stream-features"
+# The pacing input the stream worker pushes: the campaign's spend since UTC midnight.
+SPEND_TODAY = contract.feature_name("campaign", "spend", contract.TODAY)
 
 
 @dataclass
@@ -317,12 +320,11 @@ def _wait_drained(client: redis.Redis, worker: processes.Child, timeout: float =
 def budget_use(settings: Settings, events: Events, end: datetime) -> dict:
     """The replayed day's spend against the campaigns' daily budgets.
 
-    Spend is the stream worker's ``campaign_spend_today`` (the pacing input), its last
+    Spend is the spend today the stream worker pushes (the pacing input), its last
     row per campaign before ``end`` in the push log, and is checked against the cost the
     replayed events billed."""
     import pyarrow.dataset as ds
 
-    from feature_repo import contract
     from pipelines import events as canonical
 
     log = contract.table_dir(
@@ -330,11 +332,11 @@ def budget_use(settings: Settings, events: Events, end: datetime) -> dict:
     )
     pushed = (
         ds.dataset(log, format="parquet", partitioning="hive")
-        .to_table(columns=["campaign_id", "event_timestamp", "campaign_spend_today"])
+        .to_table(columns=["campaign_id", "event_timestamp", SPEND_TODAY])
         .to_pandas()
     )
     pushed = pushed[pushed.event_timestamp < end].sort_values("event_timestamp")
-    spend = pushed.groupby("campaign_id")["campaign_spend_today"].last()
+    spend = pushed.groupby("campaign_id")[SPEND_TODAY].last()
     billed = pd.Series(events.cost_micros / 1_000_000).groupby(events.campaign_id).sum()
     campaigns = canonical.read_table(
         canonical.CAMPAIGNS, canonical.events_root(settings.data_root),

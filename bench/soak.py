@@ -278,13 +278,19 @@ def rss_kib(pid: int) -> int:
 
 
 async def sweep(
-    url: str, payloads: list[bytes], pid: int, bound_ms: float, log: Callable
+    url: str,
+    payloads: list[bytes],
+    pid: int,
+    bound_ms: float,
+    log: Callable,
+    rates: tuple[float, ...] = SWEEP_RATES,
+    min_seconds: float = SWEEP_MIN_SECONDS,
 ) -> list[dict]:
     """Summaries at increasing rates, up to the first whose p99 (less CPU waits) passes
     ``bound_ms`` or that leaves a request without a 200."""
     points = []
-    for rate in SWEEP_RATES:
-        seconds = max(SWEEP_MIN_SECONDS, SWEEP_MIN_REQUESTS / rate)
+    for rate in rates:
+        seconds = max(min_seconds, SWEEP_MIN_REQUESTS / rate)
         point = (await load(url, payloads, rate, seconds, pid)).summary()
         points.append(point)
         log(
@@ -336,6 +342,8 @@ def measure(
     seconds: float,
     bound_ms: float = P99_BOUND_MS,
     log: Callable[[str], None] = print,
+    rates: tuple[float, ...] = SWEEP_RATES,
+    min_seconds: float = SWEEP_MIN_SECONDS,
 ) -> dict:
     """Warm up, sweep for the highest rate within ``bound_ms``, soak at ``SOAK_SHARE``
     of it. ``url`` is the auction endpoint, ``payloads`` request bodies, ``pid`` the
@@ -345,8 +353,8 @@ def measure(
     requests = [request_bytes(url, body) for body in payloads]
 
     async def run() -> dict:
-        await load(url, requests, SWEEP_RATES[0], WARMUP_SECONDS, pid)
-        points = await sweep(url, requests, pid, bound_ms, log)
+        await load(url, requests, rates[0], WARMUP_SECONDS, pid)
+        points = await sweep(url, requests, pid, bound_ms, log, rates, min_seconds)
         judged = [{**p, "p99_ms": p["charged_p99_ms"]} for p in points]
         found = highest_rate(judged, bound_ms, MAX_DEGRADED_SHARE, failure_share=0.0)
         figures = {"bound_ms": bound_ms, "sweep": points, "highest_rate": found}
