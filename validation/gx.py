@@ -13,7 +13,8 @@ and, when it is about one feature, ``meta["feature"]``.
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from great_expectations.util import convert_to_json_serializable
 
 ENGINES = ("pandas", "spark")
 DOCS_SITE = "adstack"
+# Pandas frames with more values than this are validated column group by column group.
+NARROW_CELLS = 5_000_000
 # Keyword arguments that say what an expectation allowed, for the failure messages.
 _BOUND_KEYS = (
     "min_value", "max_value", "threshold", "quantile_ranges", "mostly", "value_set",
@@ -164,7 +167,26 @@ class Runner:
     ) -> SuiteResult:
         """Validate ``frame`` (pandas or Spark) against a suite of ``expectations``.
 
-        ``complete`` asks GX for the failing row indices (small pandas tables only)."""
+        ``complete`` asks GX for the failing row indices (small pandas tables only).
+
+        GX's pandas engine filters the whole frame (every column) several times per
+        expectation, so on a wide, long frame (above ``NARROW_CELLS`` values) each group of
+        expectations reading the same columns is validated on just those columns, one
+        batch per group; the checks come back as one suite's."""
+        if _is_pandas(frame) and frame.size > NARROW_CELLS:
+            groups = _by_columns(expectations, frame)
+            if len(groups) > 1:
+                checks = []
+                for columns, group in groups.items():
+                    part = frame if columns is None else frame[list(columns)]
+                    suite_name = name if columns is None else f"{name}.{'+'.join(columns)}"
+                    checks += self._validate(suite_name, group, part, complete).checks
+                return SuiteResult(name, [replace(c, suite=name) for c in checks])
+        return self._validate(name, expectations, frame, complete)
+
+    def _validate(
+        self, name: str, expectations: list[gxe.Expectation], frame: Any, complete: bool
+    ) -> SuiteResult:
         suite = self.suite(name, expectations)
         definition = self._pandas if _is_pandas(frame) else self._spark
         batch = definition.get_batch(batch_parameters={"dataframe": frame})
@@ -191,6 +213,28 @@ class Runner:
             return None
         self.context.build_data_docs(site_names=[DOCS_SITE])
         return self.docs_dir / "index.html"
+
+
+def _by_columns(
+    expectations: list[gxe.Expectation], frame: Any
+) -> dict[tuple[str, ...] | None, list[gxe.Expectation]]:
+    """Expectations grouped by the columns they read (``None``: the whole frame, for
+    table-level ones and those naming a missing column). A row condition reads every
+    column it names."""
+    groups: dict[tuple[str, ...] | None, list[gxe.Expectation]] = {}
+    for expectation in expectations:
+        kwargs = expectation.configuration.kwargs
+        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if kwargs.get(k)]
+        columns += list(kwargs.get("column_list") or [])
+        condition = kwargs.get("row_condition")
+        if condition:
+            names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(condition))
+            columns += [n for n in names if n in frame.columns]
+        # A missing column stays on the whole frame, where GX reports it as the error.
+        present = columns and all(c in frame.columns for c in columns)
+        key = tuple(dict.fromkeys(columns)) if present else None
+        groups.setdefault(key, []).append(expectation)
+    return groups
 
 
 def _is_pandas(frame: Any) -> bool:
