@@ -270,9 +270,11 @@ def train_models(settings: Settings, steps: Steps, start: datetime, end: datetim
             f"leakage audit: {audit.compared:,} values recomputed from raw events, "
             f"{audit.mismatches} mismatches"
         )
-        run = train(
-            settings, task, epochs=2, progress=epoch_bars(steps, task), training_set=training_set
-        )
+        with steps.step(f"{task}: gate, train, calibrate, export to ONNX, register"):
+            run = train(
+                settings, task, epochs=2, progress=epoch_bars(steps, task),
+                training_set=training_set,
+            )  # fmt: skip
         reg = run.registration
         status = "champion" if reg.champion else "not promoted: " + "; ".join(reg.gate_reasons)
         test = metric_summary(run.manifest["metrics"]["test"])
