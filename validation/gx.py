@@ -26,12 +26,19 @@ from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
     ValidationResultIdentifier,
 )
+from great_expectations.expectations.expectation import (
+    ColumnMapExpectation,
+    ColumnPairMapExpectation,
+    MulticolumnMapExpectation,
+)
 from great_expectations.util import convert_to_json_serializable
 
 ENGINES = ("pandas", "spark")
 DOCS_SITE = "adstack"
-# Pandas frames with more values than this are validated column group by column group.
-NARROW_CELLS = 5_000_000
+# Pandas frames with more values than this have their map expectations validated column
+# group by column group.
+NARROW_CELLS = 20_000_000
+MAP_EXPECTATIONS = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
 # Keyword arguments that say what an expectation allowed, for the failure messages.
 _BOUND_KEYS = (
     "min_value", "max_value", "threshold", "quantile_ranges", "mostly", "value_set",
@@ -169,10 +176,11 @@ class Runner:
 
         ``complete`` asks GX for the failing row indices (small pandas tables only).
 
-        GX's pandas engine filters the whole frame (every column) several times per
-        expectation, so on a wide, long frame (above ``NARROW_CELLS`` values) each group of
-        expectations reading the same columns is validated on just those columns, one
-        batch per group; the checks come back as one suite's."""
+        GX's pandas engine filters the whole frame (every column) several times for each
+        row-by-row (map) expectation, so on a wide, long frame (above ``NARROW_CELLS``
+        values) each group of map expectations reading the same columns is validated on
+        just those columns, one batch per group; aggregate expectations share one batch
+        of the whole frame. The checks come back as one suite's."""
         if _is_pandas(frame) and frame.size > NARROW_CELLS:
             groups = _by_columns(expectations, frame)
             if len(groups) > 1:
@@ -218,11 +226,14 @@ class Runner:
 def _by_columns(
     expectations: list[gxe.Expectation], frame: Any
 ) -> dict[tuple[str, ...] | None, list[gxe.Expectation]]:
-    """Expectations grouped by the columns they read (``None``: the whole frame, for
-    table-level ones and those naming a missing column). A row condition reads every
-    column it names."""
+    """Map expectations grouped by the columns they read; ``None`` keys the rest, which
+    run on the whole frame (aggregates, table-level ones, and those naming a missing
+    column). A row condition reads every column it names."""
     groups: dict[tuple[str, ...] | None, list[gxe.Expectation]] = {}
     for expectation in expectations:
+        if not isinstance(expectation, MAP_EXPECTATIONS):
+            groups.setdefault(None, []).append(expectation)
+            continue
         kwargs = expectation.configuration.kwargs
         columns = [kwargs[k] for k in ("column", "column_A", "column_B") if kwargs.get(k)]
         columns += list(kwargs.get("column_list") or [])

@@ -53,6 +53,7 @@ def _suite() -> list[gxe.Expectation]:
         ),
         check(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]), "label", "label"),
         check(gxe.ExpectTableRowCountToBeBetween(min_value=10), "rows"),
+        check(gxe.ExpectColumnMeanToBeBetween(column="label", max_value=0.4), "mean", "label"),
         check(gxe.ExpectColumnValuesToNotBeNull(column="absent"), "coverage", "absent"),
     ]
 
@@ -71,14 +72,14 @@ def test_narrowed_batches_give_the_whole_frame_answers(monkeypatch: pytest.Monke
     assert set(groups) == {
         ("clicks",), ("impressions", "clicks"), ("ctr", "impressions"), ("label",), None
     }  # fmt: skip
-    assert [e.meta["check"] for e in groups[None]] == ["rows", "coverage"]
+    assert [e.meta["check"] for e in groups[None]] == ["rows", "mean", "coverage"]
 
     monkeypatch.setattr(gx, "NARROW_CELLS", 0)
     narrowed = Runner().validate("suite", _suite(), frame)
 
     assert _answers(narrowed) == _answers(whole)
     failed = {c.check for c in narrowed.failures}
-    assert failed == {"range", "present", "label", "coverage"}
+    assert failed == {"range", "present", "label", "mean", "coverage"}
     by_check = {c.check: c for c in narrowed.checks}
     assert by_check["range"].unexpected_values == [-1.0, -1.0, -1.0]
     assert by_check["coverage"].error is not None  # the missing column is reported
