@@ -17,13 +17,16 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
-MAX_CONNECTIONS = 512
+TIMEOUT_S = 5.0
+IDLE_S = 2.0  # below uvicorn's 5 s keep-alive timeout
+clock = time.perf_counter  # not loop.time(): uvloop's clock has millisecond resolution
 
 
 @dataclass
@@ -90,31 +93,49 @@ def request_bytes(url: str, body: bytes, headers: dict[str, str] | None = None) 
     return "\r\n".join(lines).encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader, keep_body: bool) -> tuple[int, bytes]:
+@dataclass
+class Answer:
+    scheduled: float  # clock() instant the request was due
+    latency_ms: float  # from ``scheduled`` to the answer's last byte (or the failure)
+    status: int | None  # None: connection failure or over the timeout
+    body: bytes = b""
+    error: str = ""  # "late" or the connection error's type
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One response's status and body, framed by its Content-Length."""
     head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
     length = 0
     for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-            break
-    body = await reader.readexactly(length)
-    return status, body
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return int(head[9:12]), await reader.readexactly(length)
 
 
 class Connections:
+    """Keep-alive connections to one server. A connection idle ``IDLE_S`` or closed by
+    the server is not reused: uvicorn closes connections idle for 5 s, and a request
+    written on one as it closes is lost to the client, which would count a connection
+    failure the server did not make."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.released: dict[asyncio.StreamWriter, float] = {}
         self.opened = 0
 
-    async def get(self):
-        if self.idle:
-            return self.idle.pop()
+    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and clock() - self.released.pop(writer) < IDLE_S:
+                return reader, writer
+            writer.close()
         self.opened += 1
         return await asyncio.open_connection(self.host, self.port)
 
-    def put(self, connection) -> None:
+    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.released[connection[1]] = clock()
         self.idle.append(connection)
 
     def close(self) -> None:
@@ -122,64 +143,84 @@ class Connections:
             writer.close()
 
 
+async def open_loop(
+    url: str,
+    payloads: list[bytes],
+    rate: float,
+    seconds: float,
+    record: Callable[[Answer], None],
+    start: float | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> tuple[int, int]:
+    """Send request ``i`` (``payloads`` cycled, complete HTTP requests) at ``start + i /
+    rate`` whatever the server does; ``record`` gets every answer. Returns the number
+    sent and the connections opened, once each request is answered or timed out."""
+    parsed = urlparse(url)
+    pool = Connections(parsed.hostname or "127.0.0.1", parsed.port or 80)
+    start = clock() + 0.05 if start is None else start
+    pending: set[asyncio.Task] = set()
+
+    async def one(scheduled: float, payload: bytes) -> None:
+        connection = None
+        try:
+            connection = await asyncio.wait_for(pool.get(), timeout_s)
+            reader, writer = connection
+            writer.write(payload)
+            status, body = await asyncio.wait_for(read_response(reader), timeout_s)
+            pool.put(connection)
+            record(Answer(scheduled, (clock() - scheduled) * 1000, status, body))
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
+            kind = "late" if isinstance(error, TimeoutError) else type(error).__name__
+            record(Answer(scheduled, (clock() - scheduled) * 1000, None, error=kind))
+            if connection:
+                connection[1].close()
+
+    total = int(rate * seconds)
+    for index in range(total):
+        scheduled = start + index / rate
+        await asyncio.sleep(max(0.0, scheduled - clock()))
+        task = asyncio.create_task(one(scheduled, payloads[index % len(payloads)]))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s + 1)
+    pool.close()
+    return total, pool.opened
+
+
 async def run(
     url: str,
     payloads: list[bytes],
     rate: float,
     seconds: float,
-    timeout_s: float = 5.0,
+    timeout_s: float = TIMEOUT_S,
     sample_every: int = 10,
 ) -> Result:
     """Send ``rate`` requests per second for ``seconds``, cycling through ``payloads``
     (complete HTTP requests). Returns when every request is answered or timed out."""
-    parsed = urlparse(url)
-    pool = Connections(parsed.hostname or "127.0.0.1", parsed.port or 80)
     result = Result(rate, seconds)
-    loop = asyncio.get_running_loop()
-    # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
-    clock = time.perf_counter
-    total = int(rate * seconds)
-    start = clock() + 0.05
-    pending: set[asyncio.Task] = set()
+    answered = 0
 
-    async def one(index: int, scheduled: float) -> None:
-        connection = None
-        try:
-            connection = await asyncio.wait_for(pool.get(), timeout_s)
-            reader, writer = connection
-            writer.write(payloads[index % len(payloads)])
-            keep = index % sample_every == 0
-            status, body = await asyncio.wait_for(_read_response(reader, keep), timeout_s)
-            result.latencies_ms.append((clock() - scheduled) * 1000)
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            if status == 200:
-                result.degraded += b'"degraded":true' in body
-                if keep:
-                    result.stages.append(json.loads(body).get("timings_ms", {}))
-            pool.put(connection)
-        except TimeoutError:
-            result.late += 1
-            result.latencies_ms.append(timeout_s * 1000)
-            if connection:
-                connection[1].close()
-        except (OSError, asyncio.IncompleteReadError):
-            result.failures += 1
-            if connection:
-                connection[1].close()
+    def record(answer: Answer) -> None:
+        nonlocal answered
+        if answer.status is None:
+            if answer.error == "late":
+                result.late += 1
+                result.latencies_ms.append(answer.latency_ms)
+            else:
+                result.failures += 1
+            return
+        result.latencies_ms.append(answer.latency_ms)
+        result.statuses[answer.status] = result.statuses.get(answer.status, 0) + 1
+        if answer.status == 200:
+            result.degraded += b'"degraded":true' in answer.body
+            if answered % sample_every == 0:
+                result.stages.append(json.loads(answer.body).get("timings_ms", {}))
+            answered += 1
 
-    for index in range(total):
-        scheduled = start + index / rate
-        delay = scheduled - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = loop.create_task(one(index, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        result.sent += 1
-    if pending:
-        await asyncio.wait(pending, timeout=timeout_s + 1)
-    result.max_connections = pool.opened
-    pool.close()
+    result.sent, result.max_connections = await open_loop(
+        url, payloads, rate, seconds, record, timeout_s=timeout_s
+    )
     return result
 
 

@@ -26,10 +26,7 @@ the load generator was runnable but waiting for a CPU during the request
 hundreds of milliseconds, which is the machine's latency, not the scorer's. On a quiet
 machine (CI) that wait is near nothing and the two figures agree; both are reported.
 
-Requests go out on keep-alive connections like ``bench.loadgen``'s, but a connection
-idle for 2 s is not reused: uvicorn closes connections idle for 5 s, and a request
-written on one as it closes is lost to the client, which would count a connection
-failure the server did not make.
+Requests go out through ``bench.loadgen.open_loop``.
 
 ``tests/reliability/test_scorer_soak.py`` runs the same ``measure`` on the test stack
 for ``ADSTACK_SOAK_SECONDS`` (90 by default). This entry point runs it on the
@@ -48,16 +45,14 @@ import gc
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
-from bench.loadgen import Connections, Result, request_bytes
+from bench.loadgen import Answer, Result, clock, open_loop, request_bytes
 from bench.serving import highest_rate
 
 SWEEP_RATES = (25, 50, 75, 100, 125, 150, 200, 250)
@@ -70,93 +65,6 @@ MAX_RSS_GROWTH = 0.05
 WINDOW_S = 60.0
 RSS_EVERY_S = 5.0
 CPU_WAIT_EVERY_S = 0.01
-TIMEOUT_S = 5.0
-IDLE_S = 2.0
-clock = time.perf_counter
-
-
-@dataclass
-class Answer:
-    scheduled: float  # clock() instant the request was due
-    latency_ms: float  # from ``scheduled`` to the answer's last byte (or the failure)
-    status: int | None  # None: connection failure or over the timeout
-    body: bytes = b""
-    error: str = ""  # "late" or the connection error's type
-
-
-class FreshConnections(Connections):
-    """Keep-alive connections, none reused once idle ``IDLE_S`` or closed by the server."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(host, port)
-        self.released: dict[asyncio.StreamWriter, float] = {}
-
-    async def get(self):
-        while self.idle:
-            reader, writer = self.idle.pop()
-            if not reader.at_eof() and clock() - self.released.pop(writer) < IDLE_S:
-                return reader, writer
-            writer.close()
-        self.opened += 1
-        return await asyncio.open_connection(self.host, self.port)
-
-    def put(self, connection) -> None:
-        self.released[connection[1]] = clock()
-        super().put(connection)
-
-
-async def open_loop(
-    url: str,
-    payloads: list[bytes],
-    rate: float,
-    seconds: float,
-    record: Callable[[Answer], None],
-    start: float | None = None,
-) -> int:
-    """Send request ``i`` (``payloads`` cycled, complete HTTP requests) at ``start + i /
-    rate`` whatever the server does; ``record`` gets every answer. Returns the number
-    sent, once each is answered or timed out."""
-    parsed = urlparse(url)
-    pool = FreshConnections(parsed.hostname or "127.0.0.1", parsed.port or 80)
-    start = clock() + 0.05 if start is None else start
-    pending: set[asyncio.Task] = set()
-
-    async def one(index: int, scheduled: float) -> None:
-        connection = None
-        try:
-            connection = await asyncio.wait_for(pool.get(), TIMEOUT_S)
-            reader, writer = connection
-            writer.write(payloads[index % len(payloads)])
-            status, body = await asyncio.wait_for(read_response(reader), TIMEOUT_S)
-            pool.put(connection)
-            record(Answer(scheduled, (clock() - scheduled) * 1000, status, body))
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
-            kind = "late" if isinstance(error, TimeoutError) else type(error).__name__
-            record(Answer(scheduled, (clock() - scheduled) * 1000, None, error=kind))
-            if connection:
-                connection[1].close()
-
-    total = int(rate * seconds)
-    for index in range(total):
-        scheduled = start + index / rate
-        await asyncio.sleep(max(0.0, scheduled - clock()))
-        task = asyncio.create_task(one(index, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.wait(pending, timeout=TIMEOUT_S + 1)
-    pool.close()
-    return total
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return int(head[9:12]), await reader.readexactly(length)
 
 
 class RunQueueWait:
@@ -258,7 +166,7 @@ async def load(url: str, payloads: list[bytes], rate: float, seconds: float, pid
     waits = RunQueueWait([lambda: pid, os.getpid], CPU_WAIT_EVERY_S)
     sampler = asyncio.create_task(waits.sample())
     try:
-        result.sent = await open_loop(url, payloads, rate, seconds, record)
+        result.sent, _ = await open_loop(url, payloads, rate, seconds, record)
     finally:
         sampler.cancel()
     result.charged_ms = [

@@ -9,7 +9,7 @@ file, so it returns with its features) the scorer probes it after its backoff an
 answers with online features again, and ``/readyz`` is 200.
 
 Load: 50 auctions a second, 50 candidates and 3 slots each, for 24 s, sent on a fixed
-schedule whatever the server does (open loop, ``bench.soak.open_loop``); Redis is killed
+schedule whatever the server does (open loop, ``bench.loadgen.open_loop``); Redis is killed
 5 s in and restarted 12 s in (the scorer backs off 0.2 s after a failed read). Each
 answer is put in a phase by when it was sent and answered against the measured instants
 of the kill, of the server being gone, of the restart and of Redis answering again:
@@ -58,8 +58,8 @@ from pathlib import Path
 import uvloop
 
 from adstack import processes, redis_server
-from bench.loadgen import request_bytes
-from bench.soak import CPU_WAIT_EVERY_S, Answer, RunQueueWait, open_loop
+from bench.loadgen import Answer, open_loop, request_bytes
+from bench.soak import CPU_WAIT_EVERY_S, RunQueueWait
 from tests.reliability.conftest import Scorer, auction_body, start_scorer
 from tests.stack import Stack
 
