@@ -37,7 +37,7 @@ ENGINES = ("pandas", "spark")
 DOCS_SITE = "adstack"
 # Pandas frames with more values than this have their map expectations validated column
 # group by column group.
-NARROW_CELLS = 20_000_000
+NARROW_CELLS = 10_000_000
 MAP_EXPECTATIONS = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
 # Keyword arguments that say what an expectation allowed, for the failure messages.
 _BOUND_KEYS = (

@@ -170,24 +170,12 @@ def test_truncated_parquet_is_rejected_naming_the_file(landing, tmp_path):
 
 
 def test_click_before_its_impression_and_conversion_before_its_click(landing, tmp_path):
-    clicks = edit_first_file(
-        landing,
-        "clicks",
-        lambda f: f.assign(
-            event_timestamp=f["event_timestamp"].where(
-                f.index != 2, pd.Timestamp("2025-01-01", tz="UTC")
-            )
-        ),
-    )
-    conversions = edit_first_file(
-        landing,
-        "conversions",
-        lambda f: f.assign(
-            event_timestamp=f["event_timestamp"].where(
-                f.index != 0, pd.Timestamp("2025-01-01", tz="UTC")
-            )
-        ),
-    )
+    def backdate(row: int):
+        early = pd.Timestamp("2025-01-01", tz="UTC")
+        return lambda f: f.assign(event_timestamp=f["event_timestamp"].where(f.index != row, early))
+
+    clicks = edit_first_file(landing, "clicks", backdate(2))
+    conversions = edit_first_file(landing, "conversions", backdate(0))
     run(landing, tmp_path)
     q_clicks, q_conv = quarantined(tmp_path, "clicks"), quarantined(tmp_path, "conversions")
     assert q_clicks.iloc[0]["impression_id"] == str(clicks.loc[2, "impression_id"])
