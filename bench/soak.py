@@ -29,7 +29,7 @@ machine (CI) that wait is near nothing and the two figures agree; both are repor
 Requests go out through ``bench.loadgen.open_loop``.
 
 ``tests/reliability/test_scorer_soak.py`` runs the same ``measure`` on the test stack
-for ``ADSTACK_SOAK_SECONDS`` (90 by default). This entry point runs it on the
+for ``ADSTACK_SOAK_SECONDS`` (60 by default). This entry point runs it on the
 ``bench.serving`` set-up (its ``--workdir``, prepared there if missing: 1M users, 100k
 ads) and writes bench/results/soak.json and a BENCHMARKS.md section:
 
