@@ -113,7 +113,10 @@ def start(
             time.sleep(0.05)
     finally:
         client.close()
-    server.pid_file.write_text(f"{server.pid} {server.port}\n")
+    # Written aside and renamed: a reader never sees a half-written file.
+    partial = server.pid_file.with_suffix(".pid.partial")
+    partial.write_text(f"{server.pid} {server.port}\n")
+    partial.replace(server.pid_file)
     return server
 
 

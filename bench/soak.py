@@ -81,8 +81,10 @@ class RunQueueWait:
 
     async def sample(self) -> None:
         while True:
-            self.instants.append(clock())
-            self.waits_ns.append([schedstat_wait_ns(pid()) for pid in self.pids])
+            instant = clock()
+            waits = [schedstat_wait_ns(pid()) for pid in self.pids]
+            self.instants.append(instant)  # both lists grow together or not at all
+            self.waits_ns.append(waits)
             await asyncio.sleep(self.every_s)
 
     def waited_ms(self, start: float, end: float) -> float:
