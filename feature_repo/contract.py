@@ -67,6 +67,11 @@ PROFILE_TTL = timedelta(0)
 CTR_PRIOR_STRENGTH = 200.0
 CVR_PRIOR_STRENGTH = 20.0
 
+# Spend is summed in whole micros of the currency, batch and stream alike: integer sums
+# are exact whatever order the engine adds them in, so a rerun gives the same bits and
+# the two paths agree to the last digit. Features divide by this once, at the end.
+SPEND_MICROS = 1_000_000
+
 INT64 = "int64"
 FLOAT64 = "float64"
 STRING = "string"

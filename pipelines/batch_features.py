@@ -141,7 +141,8 @@ def attributed_events(
 
     Columns: event_timestamp (the event's own time), user_id, ad_id, campaign_id,
     advertiser_id, category, impressions, clicks, conversions (0 or 1) and spend (the
-    clearing price, billed at the click for CPC ads and at the conversion for CPA ads).
+    clearing price, billed at the click for CPC ads and at the conversion for CPA ads, in
+    whole micros: ``contract.SPEND_MICROS``).
     """
     shown = impressions.join(
         F.broadcast(ads.select("ad_id", "campaign_id", "advertiser_id", "category", "bid_type")),
@@ -176,7 +177,10 @@ def attributed_events(
             F.col(at).alias("event_timestamp"),
             *keys,
             *(F.lit(int(kind == c)).cast("long").alias(c) for c in COUNTS),
-            F.when(billed, F.col("price")).otherwise(0.0).cast("double").alias("spend"),
+            F.when(billed, F.round(F.col("price") * contract.SPEND_MICROS))
+            .otherwise(0)
+            .cast("long")
+            .alias("spend"),
         )
 
     return (
@@ -439,6 +443,7 @@ def spender_features(
     columns = _names(spec, prefix, rolled)
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
+        columns[f"{prefix}_spend_{w.label}"] = F.col(f"spend_{w.label}") / contract.SPEND_MICROS
         columns[f"{prefix}_ctr_{w.label}"] = rate(clicks, F.col(f"impressions_{w.label}"))
         columns[f"{prefix}_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
     return _stamped(rolled, spec, columns)

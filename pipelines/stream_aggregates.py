@@ -33,7 +33,7 @@ from pipelines.event_bus import CLICK, IMPRESSION, Events
 MICROS = 1_000_000
 DAY_MICROS = 86_400 * MICROS
 RAW_MEASURES = ("impressions", "clicks", "spend")
-SPEND_SCALE = 1e6  # cost_micros -> currency
+SPEND_SCALE = contract.SPEND_MICROS  # cost_micros -> currency
 WINDOWS = (*contract.STREAM_WINDOWS, contract.TODAY)
 
 

@@ -140,16 +140,16 @@ def test_clicks_and_conversions_count_within_their_clocks_and_bill_by_bid_type(s
         "ad_id long, campaign_id long, advertiser_id long, category string, bid_type string",
     )
     activity = bf.attributed_events(impressions, clicks, conversions, ads)
-    row = "timestamp, long, long, long, long, string, long, long, long, double"
+    row = "timestamp, long, long, long, long, string, long, long, long, long"  # spend in micros
     expected = spark.createDataFrame(
         [
-            (t0, 11, 10, 1000, 7, "shoes", 1, 0, 0, 0.0),
-            (t0, 12, 20, 2000, 8, "games", 1, 0, 0, 0.0),
-            (t0, 13, 10, 1000, 7, "shoes", 1, 0, 0, 0.0),
-            (t0, 14, 10, 1000, 7, "shoes", 1, 0, 0, 0.0),
-            (t0 + timedelta(minutes=1), 11, 10, 1000, 7, "shoes", 0, 1, 0, 0.5),
-            (t0 + timedelta(seconds=5), 12, 20, 2000, 8, "games", 0, 1, 0, 0.0),
-            (t0 + CLICK_WINDOW, 13, 10, 1000, 7, "shoes", 0, 1, 0, 0.5),
+            (t0, 11, 10, 1000, 7, "shoes", 1, 0, 0, 0),
+            (t0, 12, 20, 2000, 8, "games", 1, 0, 0, 0),
+            (t0, 13, 10, 1000, 7, "shoes", 1, 0, 0, 0),
+            (t0, 14, 10, 1000, 7, "shoes", 1, 0, 0, 0),
+            (t0 + timedelta(minutes=1), 11, 10, 1000, 7, "shoes", 0, 1, 0, 500_000),
+            (t0 + timedelta(seconds=5), 12, 20, 2000, 8, "games", 0, 1, 0, 0),
+            (t0 + CLICK_WINDOW, 13, 10, 1000, 7, "shoes", 0, 1, 0, 500_000),
             (
                 t0 + timedelta(seconds=5) + ATTRIBUTION_WINDOW,
                 12,
@@ -160,7 +160,7 @@ def test_clicks_and_conversions_count_within_their_clocks_and_bill_by_bid_type(s
                 0,
                 0,
                 1,
-                3.0,
+                3_000_000,
             ),
         ],  # fmt: skip
         ", ".join(
