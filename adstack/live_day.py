@@ -337,7 +337,7 @@ def budget_use(settings: Settings, events: Events, end: datetime) -> dict:
     )
     pushed = pushed[pushed.event_timestamp < end].sort_values("event_timestamp")
     spend = pushed.groupby("campaign_id")[SPEND_TODAY].last()
-    billed = pd.Series(events.cost_micros / 1_000_000).groupby(events.campaign_id).sum()
+    billed = pd.Series(events.cost_micros / contract.SPEND_MICROS).groupby(events.campaign_id).sum()
     campaigns = canonical.read_table(
         canonical.CAMPAIGNS, canonical.events_root(settings.data_root),
         ["campaign_id", "daily_budget"],

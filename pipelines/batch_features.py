@@ -177,7 +177,8 @@ def attributed_events(
             F.col(at).alias("event_timestamp"),
             *keys,
             *(F.lit(int(kind == c)).cast("long").alias(c) for c in COUNTS),
-            F.when(billed, F.round(F.col("price") * contract.SPEND_MICROS))
+            # Half to even, as np.round where the stream's cost_micros are made.
+            F.when(billed, F.bround(F.col("price") * contract.SPEND_MICROS))
             .otherwise(0)
             .cast("long")
             .alias("spend"),

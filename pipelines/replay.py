@@ -58,9 +58,9 @@ def stream_events(
     )
     ads = _read(canonical.ADS, root, ["ad_id", "campaign_id", "bid_type"])
     shown = impressions.merge(ads, on="ad_id", how="inner", validate="many_to_one")
-    shown["price_micros"] = np.round(shown.price_paid.fillna(0.0).to_numpy() * MICROS).astype(
-        np.int64
-    )
+    shown["price_micros"] = np.round(
+        shown.price_paid.fillna(0.0).to_numpy() * contract.SPEND_MICROS
+    ).astype(np.int64)
     clicks = _read(canonical.CLICKS, root, ["impression_id", "event_timestamp"])
     clicks = clicks.merge(shown, on="impression_id", suffixes=("", "_shown"))
     gap = clicks.event_timestamp - clicks.event_timestamp_shown

@@ -33,7 +33,6 @@ from pipelines.event_bus import CLICK, IMPRESSION, Events
 MICROS = 1_000_000
 DAY_MICROS = 86_400 * MICROS
 RAW_MEASURES = ("impressions", "clicks", "spend")
-SPEND_SCALE = contract.SPEND_MICROS  # cost_micros -> currency
 WINDOWS = (*contract.STREAM_WINDOWS, contract.TODAY)
 
 
@@ -120,7 +119,7 @@ def finish(
                 rate = np.minimum(total[:, 1] / impressions, 1.0)
             columns[name] = np.where(impressions > 0, rate, np.nan)
         elif measure == "spend":
-            columns[name] = total[:, 2] / SPEND_SCALE
+            columns[name] = total[:, 2] / contract.SPEND_MICROS
         else:
             columns[name] = total[:, RAW_MEASURES.index(measure)].astype(np.int64)
     columns["event_timestamp"] = pd.to_datetime(
