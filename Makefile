@@ -34,7 +34,7 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy serving training
+	$(BIN)/mypy core artifact serving training
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -1,4 +1,8 @@
-"""The ``adstack`` command line: one entry point per stage of the platform."""
+"""The ``adstack`` command line: one entry point per stage of the platform.
+
+Each command imports its stage when it runs: the stages bring Spark, Feast, torch and
+MLflow, and ``adstack --help`` or ``adstack redis start`` should not wait for them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adstack import redis_server
-from adstack.settings import get_settings
+from core.settings import get_settings
 
 app = typer.Typer(help="adstack: a feature-store-centric ads ML platform.", no_args_is_help=True)
 redis_app = typer.Typer(help="The embedded redis-server (used when REDIS_URL is unset).")
@@ -133,6 +137,7 @@ def ingest(
     max_bad_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.01,
 ) -> None:
     """Validate a source with Great Expectations into the canonical events; quarantine bad rows."""
+    from adstack import flows
     from pipelines import ingest as ingest_job
 
     settings = get_settings()
@@ -141,7 +146,7 @@ def ingest(
             raise typer.BadParameter("--path is required for this source", param_hint="--path")
         path = settings.data_root / "landing" / "simulator"
     try:
-        report = ingest_job.ingest(
+        report = flows.ingest(
             source,
             path,
             settings.data_root,
@@ -190,8 +195,8 @@ def batch(
     master: Annotated[str | None, typer.Option(help="Spark master (default local[*]).")] = None,
 ) -> None:
     """Compute the daily windowed feature tables with Spark (default: every event day)."""
+    from core.spark import spark_job
     from pipelines import batch_features
-    from pipelines.spark import spark_job
 
     settings = get_settings()
     try:
@@ -301,7 +306,7 @@ def replay(
     """Replay the canonical events onto the event stream, in time order, at --speed."""
     import redis
 
-    from pipelines.event_bus import STREAM_KEY, EventProducer
+    from core.event_bus import STREAM_KEY, EventProducer
     from pipelines.replay import replay as replay_events
     from pipelines.replay import stream_events
 
@@ -373,7 +378,7 @@ def dataset(
     ] = None,
 ) -> None:
     """Build a point-in-time training set from Feast (default: the whole event log)."""
-    from training.pipeline import build_dataset, dataset_dir
+    from adstack.flows import build_dataset, dataset_dir
 
     settings = get_settings()
     try:
@@ -418,9 +423,9 @@ def audit_leakage(
     ] = False,
 ) -> None:
     """Recompute every joined feature of sampled training rows from the raw events."""
+    from adstack.flows import dataset_dir
     from training import dataset as datasets
     from training import leakage
-    from training.pipeline import dataset_dir
 
     settings = get_settings()
     directory = dataset_dir(settings, task)
@@ -479,7 +484,7 @@ def train(
 ) -> None:
     """Validate the training set, train, calibrate, evaluate, export to ONNX and register."""
     from adstack.demo import epoch_bars
-    from training.pipeline import train as train_job
+    from adstack.flows import train as train_job
     from training.train import metric_summary
 
     settings = get_settings()
@@ -494,10 +499,9 @@ def train(
             err.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from error
     reg = run.registration
-    console.print(f"test: {metric_summary(run.manifest['metrics']['test'])}")
+    console.print(f"test: {metric_summary(run.manifest.metrics['test'])}")
     console.print(
-        f"calibration: {run.manifest['calibration']['method']}; "
-        f"ONNX parity {run.manifest['parity']}"
+        f"calibration: {run.manifest.calibration['method']}; ONNX parity {run.manifest.parity}"
     )
     status = "champion" if reg.champion else ("gate failed: " + "; ".join(reg.gate_reasons))
     console.print(
@@ -514,12 +518,12 @@ def promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
 ) -> None:
     """Move the champion alias to a version, if its metrics pass the calibration gate."""
-    from training import registry
+    from adstack import flows
 
     settings = get_settings()
     try:
-        resolved = registry.promote(settings, model, version, alias)
-    except registry.GateRefused as error:
+        resolved = flows.promote(settings, model, version, alias)
+    except flows.GateRefused as error:
         err.print(f"[red]refused:[/red] {error}")
         raise typer.Exit(1) from error
     except Exception as error:  # MLflow raises its own for unknown versions
@@ -549,8 +553,8 @@ def validate(
     alias: Annotated[str, typer.Option(help="Registry alias of the models to judge.")] = "champion",
 ) -> None:
     """Run validation suites; exit 1 and list what failed, by how much, if any fails."""
-    from validation.run import SUITES, TASKS
-    from validation.run import validate as run_validation
+    from adstack.validate import SUITES, TASKS
+    from adstack.validate import validate as run_validation
 
     settings = get_settings()
     try:

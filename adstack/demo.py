@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import redis
+from feast import FeatureStore
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -34,13 +35,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from adstack import live_day, redis_server
+from adstack import flows, live_day, redis_server
 from adstack.feature_store import feast_cli
-from adstack.settings import Settings
+from adstack.flows import build_dataset, train
+from adstack.validate import validate
+from artifact import registry
+from artifact.metrics import evaluate
+from core.settings import Settings
+from core.spark import spark_job
 from pipelines import batch_features, ingest
 from pipelines.materialize import materialize_incremental
 from pipelines.simulator import SimulationConfig, write_simulation
-from pipelines.spark import spark_job
+from training import leakage
+from training.train import metric_summary
 
 # The registry alias of the models the demo trained (the scorer and validation use it).
 DEMO_ALIAS = "demo"
@@ -201,7 +208,7 @@ def ingest_all(settings: Settings, landing, reports_dir, steps: Steps) -> list:
     with steps.step("ingesting and validating (GX)", total=len(sources)) as task:
         for i, (source, path, root) in enumerate(sources):
             steps.update(task, description=f"ingesting and validating {source} (GX)")
-            reports.append(ingest.ingest(source, path, root, reports_dir))
+            reports.append(flows.ingest(source, path, root, reports_dir))
             steps.update(task, completed=i + 1)
     return reports
 
@@ -233,8 +240,6 @@ def build_features(
     steps.print(f"Spark wrote {sum(written.values()):,} feature rows in {len(written)} tables")
     with steps.step("feast apply"):
         feast_cli(settings, "apply")
-    from feast import FeatureStore
-
     registered = FeatureStore(repo_path=str(settings.feature_repo)).list_feature_views()
     steps.print(f"feast apply: {len(registered)} feature views registered")
     now = datetime.now(UTC)
@@ -251,10 +256,6 @@ def train_models(settings: Settings, steps: Steps, start: datetime, end: datetim
     """Build both training sets from Feast, audit them for leakage, then train, calibrate,
     export and register the CTR and CVR models (champion when they pass the gate).
     Returns per task the run and the simulator's ceiling on the same test rows."""
-    from training import leakage, registry
-    from training.pipeline import build_dataset, train
-    from training.train import metric_summary
-
     runs = {}
     for task in ("ctr", "cvr"):
         with steps.step(f"{task}: labelling impressions and joining features with Feast"):
@@ -280,9 +281,9 @@ def train_models(settings: Settings, steps: Steps, start: datetime, end: datetim
             )  # fmt: skip
         reg = run.registration
         status = "champion" if reg.champion else "not promoted: " + "; ".join(reg.gate_reasons)
-        test = metric_summary(run.manifest["metrics"]["test"])
+        test = metric_summary(run.manifest.metrics["test"])
         steps.print(
-            f"{task} ({run.manifest['model_kind']}): {test}"
+            f"{task} ({run.manifest.model_kind}): {test}"
             f"\n  registered {reg.name} version {reg.version} ({status}); report {run.report_dir}"
         )
         # The demo serves and validates what it just trained, champion or not.
@@ -295,8 +296,6 @@ def ceiling(settings: Settings, task: str, training_set) -> dict:
     """The simulator's true probabilities scored like the model, on its test rows: pCTR
     on every impression, pCVR on the clicked ones."""
     import pyarrow.dataset as pads
-
-    from training.metrics import evaluate
 
     test = training_set.part("test")
     truth = (
@@ -347,7 +346,7 @@ def summary_table(runs: dict, day: live_day.LiveDayReport, seconds: float) -> Ta
     day's auctions, budgets, scorer latency and stream freshness."""
     table = Table("", "figure", "value", title=f"adstack demo summary ({seconds / 60:.1f} min)")
     for task, entry in runs.items():
-        test, best = entry["run"].manifest["metrics"]["test"], entry["ceiling"]
+        test, best = entry["run"].manifest.metrics["test"], entry["ceiling"]
         version = entry["run"].registration.version
         rows = f"{test['rows']:,} test rows" + (" (clicked)" if task == "cvr" else "")
         table.add_row(
@@ -417,7 +416,7 @@ def write_summary(
         "models": {
             task: {
                 "version": entry["run"].registration.version,
-                "test": entry["run"].manifest["metrics"]["test"],
+                "test": entry["run"].manifest.metrics["test"],
                 "ceiling": entry["ceiling"],
             }
             for task, entry in runs.items()
@@ -499,8 +498,6 @@ def _figure(value: float | None) -> str:
 def validate_demo(settings: Settings, steps: Steps):
     """Every suite on the demo's data; findings are printed, not fatal (the simulated
     log starts empty, so 30-day windows and ad ages drift as history accumulates)."""
-    from validation.run import validate
-
     with steps.step("validating: quality, drift, calibration, skew") as task:
         return validate(
             settings,

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adstack.settings import Settings
+from core.settings import Settings
 
 PROFILES = {"duckdb": "feature_store.yaml", "spark": "feature_store.spark.yaml"}
 

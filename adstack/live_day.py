@@ -25,11 +25,13 @@ import redis
 from rich.progress import Progress, TaskID
 
 from adstack import processes, redis_server
-from adstack.settings import Settings
+from core import events as canonical
+from core.event_bus import IMPRESSION, STREAM_KEY, EventProducer, Events
+from core.settings import Settings
 from feature_repo import contract
 from pipelines import stream_features
-from pipelines.event_bus import IMPRESSION, STREAM_KEY, EventProducer, Events
 from pipelines.replay import ReplayReport, replay, stream_events
+from pipelines.simulator import COUNTRIES, DEVICES, PLACEMENTS
 
 GROUP = "stream-features"
 # The pacing input the stream worker pushes: the campaign's spend since UTC midnight.
@@ -237,8 +239,6 @@ def _replay_and_auction(
 
 def _ads_by_launch(data_root: Path, ads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``ads`` sorted by creation time, with those times in epoch microseconds."""
-    from pipelines import events as canonical
-
     catalog = canonical.read_table(
         canonical.ADS, canonical.events_root(data_root), ["ad_id", "created_at"]
     ).to_pandas()
@@ -249,8 +249,6 @@ def _ads_by_launch(data_root: Path, ads: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _contexts(rng: np.random.Generator) -> list[dict]:
-    from pipelines.simulator import COUNTRIES, DEVICES, PLACEMENTS
-
     return [
         {
             "device": str(rng.choice(DEVICES)),
@@ -324,8 +322,6 @@ def budget_use(settings: Settings, events: Events, end: datetime) -> dict:
     row per campaign before ``end`` in the push log, and is checked against the cost the
     replayed events billed."""
     import pyarrow.dataset as ds
-
-    from pipelines import events as canonical
 
     log = contract.table_dir(
         settings.data_root, contract.push_log_name(contract.push_source_name("campaign_stream"))

@@ -136,7 +136,7 @@ def start_spark(driver_memory: str):
     os.environ.setdefault(
         "PYSPARK_SUBMIT_ARGS", "--conf spark.ui.showConsoleProgress=false pyspark-shell"
     )
-    from pipelines.spark import spark_session
+    from core.spark import spark_session
 
     start = time.perf_counter()
     spark = spark_session("bench-batch-features")

@@ -41,7 +41,7 @@ class FeastSdkScorer(Scorer):
         if self.store is None:
             from feast import FeatureStore
 
-            from adstack.settings import get_settings
+            from core.settings import get_settings
 
             self.store = FeatureStore(repo_path=str(get_settings().feature_repo))
         return self.store

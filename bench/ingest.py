@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from adstack.flows import ingest
 from bench.harness import median, record, timed
-from pipelines.ingest import ingest
 from pipelines.simulator import SimulationConfig, write_simulation
 
 

@@ -45,7 +45,7 @@ from feature_repo.contract import FLOAT64, INT64, VIEWS, ViewSpec
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 KNOBS_YAML = "feature_store.knobs.yaml"
-ONLINE_TYPE = "  type: adstack.feast_redis.EnvRedisOnlineStore\n"
+ONLINE_TYPE = "  type: core.feast_redis.EnvRedisOnlineStore\n"
 BATCHES = "materialization:\n  online_write_batch_size: 10000\n"
 WORKERS = ("ours", "feast", "feast_knobs")
 

@@ -8,7 +8,7 @@ Data (prepared in a temporary folder, or ``--workdir``; ``--reuse DIR`` skips it
   Spark batch job for window ends 2026-01-06..2026-01-19, a copy of ``feature_repo/``
   applied with ``feast apply`` (a throwaway ``redis-server`` as its online store), then
   the CTR and CVR training sets of ``training.dataset.build`` with the calibration and
-  test days of ``training.pipeline.split_days`` (2 + 2 for CTR, 1 + 1 for CVR: the CVR
+  test days of ``adstack.flows.split_days`` (2 + 2 for CTR, 1 + 1 for CVR: the CVR
   label window of 8 days leaves 6 whole days).
 - **TalkingData** (``/work/shared/data/talkingdata_sample``): ingested into its own data
   root, batch job over its dates, ``feast apply``, entity rows from
@@ -26,7 +26,7 @@ Measurements:
    (matrix cross = DCN-v2, embedding 16, 3 cross layers, DNN (256, 128), dropout 0.1,
    batch 4096, Adam at our learning rate, the same epochs and early stopping on the
    calibration split), and the ceiling: the simulator's true ``p_click`` on the same
-   rows. Every model's test predictions are calibrated with ``training.calibration``
+   rows. Every model's test predictions are calibrated with ``artifact.calibration``
    fitted on its calibration-split predictions; AUC, NE, ECE and quantile ECE, and the
    gaps to the ceiling (AUC difference, relative NE difference).
 2. Simulator CVR, clicked test rows: our ESMM, deepctr-torch's ESMM (its towers are
@@ -74,15 +74,16 @@ import pandas as pd
 import pyarrow.dataset as pads
 import torch
 
+from adstack.flows import split_days
+from artifact import calibration
+from artifact.feature_map import Encoded, FeatureMap
+from artifact.metrics import auc, auc_interval, evaluate, log_loss
 from bench.harness import RESULTS, ROOT, TABLE, machine, write_section
 from bench.stream import feast_apply, head_commit
-from training import calibration, dataset
+from training import dataset
 from training.dataset import SplitDays, TrainingSet, service_features
-from training.feature_map import Encoded, FeatureMap
 from training.labels import labelled_impressions
-from training.metrics import auc, auc_interval, evaluate, log_loss
 from training.models import ModelConfig
-from training.pipeline import split_days
 from training.train import (
     EarlyStopping,
     TrainConfig,
@@ -144,7 +145,7 @@ class Services:
     @property
     def spark(self):
         if self._spark is None:
-            from pipelines.spark import spark_job
+            from core.spark import spark_job
 
             self._spark = self.stack.enter_context(spark_job("bench-quality"))
         return self._spark
@@ -165,7 +166,7 @@ def applied_store(root: Path, data: Path, redis_url: str):
     """A copy of ``feature_repo/`` under ``root``, applied against ``data``; its store."""
     from feast import FeatureStore
 
-    from adstack.settings import get_settings
+    from core.settings import get_settings
 
     repo = root / "feature_repo"
     if repo.exists():
@@ -222,7 +223,7 @@ def prepare_real(
 ) -> dict:
     """Ingest a real log, compute its features, and save a time-split training set whose
     ``click`` column is ``label``."""
-    from pipelines.ingest import ingest
+    from adstack.flows import ingest
 
     root, timings = prepared.real_root(name), {}
     data = root / "data"

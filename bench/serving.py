@@ -74,14 +74,14 @@ def environment(work: Path, redis_url: str) -> dict[str, str]:
 
 def train_models(work: Path) -> dict[str, str]:
     """The real pipeline on a small simulation; returns the registered versions."""
-    from adstack.settings import get_settings
+    from adstack.flows import build_dataset, train
+    from artifact import registry
     from bench.materialize import make_project
+    from core.settings import get_settings
+    from core.spark import spark_session
     from pipelines import batch_features
     from pipelines.materialize import materialize
     from pipelines.simulator import SimulationConfig, write_simulation
-    from pipelines.spark import spark_session
-    from training import registry
-    from training.pipeline import build_dataset, train
 
     data = work / "data"
     config = SimulationConfig(
@@ -311,7 +311,7 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["ours", "feast"], choices=list(APPS))
     args = parser.parse_args()
     from adstack import redis_server
-    from adstack.settings import get_settings
+    from core.settings import get_settings
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)

@@ -351,8 +351,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1800.0)
     args = parser.parse_args()
     from adstack import processes, redis_server
-    from adstack.settings import get_settings
     from bench import serving
+    from core.settings import get_settings
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)

@@ -65,15 +65,15 @@ import pyarrow.parquet as pq
 import redis
 
 from adstack import redis_server
-from adstack.feast_provider import append_partitioned
-from adstack.settings import get_settings
 from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
+from core.event_bus import KINDS, EventProducer, Events
+from core.feast_provider import append_partitioned
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines.event_bus import KINDS, EventProducer, Events
 from pipelines.stream_features import STAGES, StreamWorker, WorkerConfig
 
 FEAST = str(Path(sys.executable).with_name("feast"))
-OUR_PROVIDER = "provider: adstack.feast_provider.AdstackProvider"
+OUR_PROVIDER = "provider: core.feast_provider.AdstackProvider"
 STOCK_PROVIDER = "provider: local"
 PROVIDERS = ("ours", "feast")
 MICROS = 1_000_000

@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from artifact.feature_map import FeatureMap
 from bench.harness import RESULTS, record, write_section
 from feature_repo import contract
-from training.feature_map import FeatureMap
 from validation import drift
 from validation.gx import Runner
 
@@ -92,7 +92,7 @@ def peak_rss_gib() -> float:
 
 
 def timing(rows_list: list[int], workdir: Path) -> dict:
-    from pipelines.spark import spark_session
+    from core.spark import spark_session
 
     reference_frame = synthetic(REFERENCE_ROWS, seed=0)
     manifest = manifest_for(reference_frame)
@@ -159,7 +159,7 @@ def world(root: Path, spark, redis_url: str, drift_day: int | None, kind: str):
 
 def detection(seeds: int, workdir: Path) -> dict:
     from adstack import redis_server
-    from pipelines.spark import spark_session
+    from core.spark import spark_session
     from training.train import fit_feature_map
 
     spark = spark_session("bench-validation", "local[2]")

@@ -43,7 +43,7 @@ BATCH_SOURCES = {name: table_source(name, spec.description) for name, spec in VI
 
 # The stream worker pushes here. With PushMode.ONLINE_AND_OFFLINE the rows are also
 # appended to the source's log table (one new Parquet file per push and date, see
-# adstack.feast_provider), so point-in-time training sets see the values serving saw.
+# core.feast_provider), so point-in-time training sets see the values serving saw.
 PUSH = {
     name: PushSource(
         name=name,

@@ -42,10 +42,12 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from core import events
+from core.settings import get_settings
+from core.spark import spark_job
 from feature_repo import contract
 from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
 from feature_repo.contract import Window as Span
-from pipelines import events
 
 COUNTS = ("impressions", "clicks", "conversions")
 # The measures each daily view counts; activity in them keeps an entity's rows.
@@ -654,9 +656,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from adstack.settings import get_settings
-    from pipelines.spark import spark_job
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=date.fromisoformat, help="first window-end date (UTC)")
     parser.add_argument("--end", type=date.fromisoformat, help="last window-end date (UTC)")

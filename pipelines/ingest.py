@@ -24,12 +24,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import events
+from core import events
 from pipelines.adapters import avazu, criteo, generic, open_bandit, talkingdata
 from pipelines.adapters.flatlog import (
     FLOAT,
@@ -42,7 +43,6 @@ from pipelines.adapters.flatlog import (
     to_canonical,
 )
 from pipelines.adapters.reading import RawBatch, UnreadableFile, read_parquet
-from validation.ingest import IngestValidator, TimeBounds
 
 FLAT_SOURCES: dict[str, Callable[[Path], Iterator[RawBatch]]] = {
     "talkingdata": talkingdata.read,
@@ -160,12 +160,20 @@ def _lookup_time(ids: np.ndarray, micros: np.ndarray, wanted: pd.Series) -> pd.S
     return out.dt.tz_localize("UTC").where(hit, pd.NaT)
 
 
+class RowValidator(Protocol):
+    """The ingest checks (``validation.ingest.IngestValidator``): per failed rule, the
+    mask of ``frame``'s rows that broke it. The roof passes one in
+    (``adstack.flows.ingest``), so this engine does not import the validation engine."""
+
+    def failing_rows(self, table: str, frame: pd.DataFrame) -> dict[str, np.ndarray]: ...
+
+
 class Ingestor:
-    def __init__(self, report: IngestReport, data_root: Path, bounds: TimeBounds):
+    def __init__(self, report: IngestReport, data_root: Path, validator: RowValidator):
         self.report = report
         self.events_root = events.events_root(data_root)
         self.quarantine_dir = Path(report.quarantine_dir)
-        self.validator = IngestValidator(bounds)
+        self.validator = validator
         self.accepted = AcceptedSoFar()
         self.batch_number = 0
 
@@ -331,11 +339,12 @@ def ingest(
     data_root: Path,
     reports_dir: Path,
     *,
+    validator: RowValidator,
     name: str | None = None,
     max_bad_fraction: float = 0.01,
-    bounds: TimeBounds | None = None,
 ) -> IngestReport:
-    """Ingest ``path`` as ``source``; returns the report (also written as JSON)."""
+    """Ingest ``path`` as ``source``, rows checked by ``validator``; returns the report
+    (also written as JSON)."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
     if not path.exists():
@@ -349,7 +358,7 @@ def ingest(
         quarantine_dir=str(data_root / "quarantine" / name),
         max_bad_fraction=max_bad_fraction,
     )
-    ingestor = Ingestor(report, data_root, bounds or TimeBounds.default())
+    ingestor = Ingestor(report, data_root, validator)
     ingestor.start()
     if source in CANONICAL_SOURCES:
         ingestor.canonical_source(path)

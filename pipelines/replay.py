@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import events as canonical
+from core.event_bus import CLICK, CONVERSION, IMPRESSION, EventProducer, Events
 from feature_repo import contract
-from pipelines import events as canonical
-from pipelines.event_bus import CLICK, CONVERSION, IMPRESSION, EventProducer, Events
 
 MICROS = 1_000_000
 

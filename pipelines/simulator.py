@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import events
+from core import events
 
 MICROS_PER_SECOND = 1_000_000
 MICROS_PER_DAY = events.MICROS_PER_DAY

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.event_bus import CLICK, IMPRESSION, Events
 from feature_repo import contract
 from feature_repo.contract import StreamWindow, ViewSpec
-from pipelines.event_bus import CLICK, IMPRESSION, Events
 
 MICROS = 1_000_000
 DAY_MICROS = 86_400 * MICROS

@@ -50,8 +50,9 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from core.event_bus import FIELDS, KINDS, STREAM_KEY, Decoded, decode, entry_millis
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines.event_bus import FIELDS, KINDS, STREAM_KEY, Decoded, decode, entry_millis
 from pipelines.stream_aggregates import STREAM_VIEWS, Step, StreamAggregator, micros
 
 STAGES = ("read", "aggregate", "push_online", "push_offline", "commit")
@@ -426,8 +427,6 @@ def default_group(views: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adstack.settings import get_settings
-
     parser = argparse.ArgumentParser(prog="adstack stream", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--views", nargs="+", default=list(STREAM_VIEWS), choices=sorted(STREAM_VIEWS)

@@ -23,9 +23,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from artifact import registry
+from artifact.runtime import LoadedModel
 from serving import schemas
 from serving.config import ServingSettings
-from serving.scoring import LoadedModel
 from serving.service import Service
 from serving.telemetry import Stopwatch
 
@@ -36,14 +37,15 @@ ModelLoader = Callable[[ServingSettings], tuple[LoadedModel, LoadedModel]]
 
 def registry_models(settings: ServingSettings) -> tuple[LoadedModel, LoadedModel]:
     """The models the registry's alias (``champion``) points to."""
-    from training import registry
-
-    return tuple(  # type: ignore[return-value]
-        LoadedModel.load(
-            registry.resolve(settings, name, settings.model_alias), settings.onnx_threads
+    models = []
+    for name in (settings.ctr_model, settings.cvr_model):
+        resolved = registry.resolve(settings, name, settings.model_alias)
+        models.append(
+            LoadedModel.from_files(
+                resolved.name, resolved.version, resolved.directory, settings.onnx_threads
+            )
         )
-        for name in (settings.ctr_model, settings.cvr_model)
-    )
+    return models[0], models[1]
 
 
 def redis_pool(settings: ServingSettings) -> aioredis.Redis:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adstack.settings import Settings
+from core.settings import Settings
 
 DEVELOPMENT_TOKEN = "adstack-development-token"
 

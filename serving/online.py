@@ -4,16 +4,11 @@ Feast's SDK turns every value into a protobuf object and every entity into a Pyt
 dict; for an auction over hundreds of ads that costs tens of milliseconds (DESIGN.md).
 This reader keeps Feast's layout and semantics and does the work column-wise:
 
-* **Keys** are Feast's: the entity key serialised with version 3 (``<u32 n>``, then per
-  join key sorted by name ``<u32 2><u32 len><name>``, then per value ``<u32 type><u32
-  len><little-endian bytes>``), followed by the project name. Views on the same join
-  keys share one hash, so one ``HMGET`` per entity reads every view on it.
-* **Fields** are Feast's: ``mmh3("<view>:<feature>")`` (4 bytes, little-endian,
-  unsigned) per feature and ``_ts:<view>`` for the row's event timestamp.
-* **Values** are serialised ``feast.types.Value`` protobufs, decoded here without
-  protobuf objects: fixed-width doubles and varint integers in a few NumPy passes over
-  all replies at once, strings in Python. An empty value is null (Feast writes null and
-  NaN that way) and so is a view that never wrote the entity.
+* **Layout** is Feast's, written and read through one codec (:mod:`core.feast_codec`):
+  views on the same join keys share one hash, so one ``HMGET`` per entity reads every
+  view on it. Numbers are decoded in a few NumPy passes over all replies at once,
+  strings in Python. An empty value is null (Feast writes null and NaN that way) and
+  so is a view that never wrote the entity.
 * **TTL**, unlike Feast's online path (feast issue 6821): a view's values older than its
   TTL at the request instant are missing, as the offline join would treat them.
 
@@ -23,7 +18,6 @@ and exact int64 with a presence mask for id-valued features) and string columns.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,28 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from core import feast_codec
+from core.feast_codec import decode_numbers, decode_string, decode_timestamps
 from feature_repo import contract
 from serving.redis_pipe import RedisPipe, hmget, pack_hmget_prefix
 
-# feast.types.Value field tags (field number << 3 | wire type) and ValueType codes.
-STRING_TAG, INT32_TAG, INT64_TAG, DOUBLE_TAG, FLOAT_TAG, BOOL_TAG = (
-    0x12,
-    0x18,
-    0x20,
-    0x29,
-    0x35,
-    0x38,
-)
-VALUE_TYPE_CODES = {contract.INT64: 4, contract.STRING: 2}
-TIMESTAMP_SECONDS_TAG, TIMESTAMP_NANOS_TAG = 0x08, 0x10
-MAX_VARINT = 10
-
-
-def _mmh3(text: str) -> bytes:
-    """Feast's hash field name: 4-byte little-endian unsigned murmur3 of ``text``."""
-    import mmh3
-
-    return mmh3.hash(text, signed=False).to_bytes(4, "little")
+VALUE_TYPE_CODES = {contract.INT64: feast_codec.INT64, contract.STRING: feast_codec.STRING}
 
 
 @dataclass(frozen=True)
@@ -78,15 +56,7 @@ class EntityGroup:
 
     def key(self, values: Sequence[Any], project: bytes) -> bytes:
         """The Redis key of one entity; ``values`` follow ``join_keys``."""
-        parts = [self.key_prefix]
-        for value_type, value in zip(self.key_types, values, strict=True):
-            if value_type == VALUE_TYPE_CODES[contract.INT64]:
-                parts.append(struct.pack("<IIq", value_type, 8, value))
-            else:
-                encoded = str(value).encode()
-                parts.append(struct.pack("<II", value_type, len(encoded)) + encoded)
-        parts.append(project)
-        return b"".join(parts)
+        return feast_codec.entity_key(self.key_prefix, self.key_types, values, project)
 
     @property
     def feature_names(self) -> list[str]:
@@ -128,8 +98,8 @@ class OnlineLayout:
                 chosen = wanted[spec.name]
                 features = tuple(f for f in spec.features if chosen is None or f.name in chosen)
                 first = len(fields)
-                fields += [_mmh3(f"{spec.name}:{f.name}") for f in features]
-                fields.append(f"_ts:{spec.name}".encode())
+                fields += [feast_codec.field_hash(spec.name, f.name) for f in features]
+                fields.append(feast_codec.ts_field(spec.name))
                 view_fields.append(
                     ViewFields(
                         spec.name,
@@ -140,10 +110,7 @@ class OnlineLayout:
                     )
                 )
             dtypes = {e.join_key: e.dtype for spec in specs for e in spec.entities}
-            prefix = struct.pack("<I", len(join_keys)) + b"".join(
-                struct.pack("<II", VALUE_TYPE_CODES[contract.STRING], len(k)) + k.encode()
-                for k in join_keys
-            )
+            prefix = feast_codec.key_prefix(join_keys)
             groups["+".join(join_keys)] = EntityGroup(
                 join_keys,
                 tuple(VALUE_TYPE_CODES[dtypes[k]] for k in join_keys),
@@ -268,100 +235,6 @@ def decode_group(
                 )
                 out.strings[feature.name] = texts if valid is None else _or_none(texts, valid)
     return out
-
-
-def decode_numbers(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Numeric ``Value`` protobufs, vectorised: float64 (NaN when empty or not numeric),
-    exact int64 of the integer values, and which values were integers."""
-    n = len(values)
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
-    buffer = np.frombuffer(b"".join(values) + bytes(MAX_VARINT + 1), dtype=np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    tags = np.where(lengths > 0, buffer[starts], 0)
-    floats = np.full(n, np.nan)
-    ints = np.zeros(n, dtype=np.int64)
-
-    doubles = np.flatnonzero(tags == DOUBLE_TAG)
-    if doubles.size:
-        raw = buffer[(starts[doubles] + 1)[:, None] + np.arange(8)]
-        floats[doubles] = raw.copy().view("<f8").ravel()
-    singles = np.flatnonzero(tags == FLOAT_TAG)
-    if singles.size:
-        raw = buffer[(starts[singles] + 1)[:, None] + np.arange(4)]
-        floats[singles] = raw.copy().view("<f4").ravel()
-    varints = np.flatnonzero((tags == INT64_TAG) | (tags == INT32_TAG) | (tags == BOOL_TAG))
-    if varints.size:
-        ints[varints] = _varints(buffer, starts[varints] + 1, lengths[varints] - 1)
-        floats[varints] = ints[varints]
-    is_int = np.zeros(n, dtype=bool)
-    is_int[varints] = True
-    return floats, ints, is_int
-
-
-def _varints(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Little-endian base-128 varints (protobuf int64: negatives take 10 bytes)."""
-    positions = np.arange(MAX_VARINT)
-    raw = buffer[starts[:, None] + positions].astype(np.uint64)
-    raw[positions[None, :] >= lengths[:, None]] = 0
-    shifted = (raw & np.uint64(0x7F)) << (np.uint64(7) * positions.astype(np.uint64))
-    return np.bitwise_or.reduce(shifted, axis=1).view(np.int64)
-
-
-# Strings (categories, bid types) and row timestamps (a batch view's window end) repeat
-# across entities and requests: decoded ones are remembered, up to a bound.
-_CACHE_LIMIT = 100_000
-_strings: dict[bytes, str | None] = {b"": None}
-_stamps: dict[bytes, int] = {b"": 0}
-
-
-def decode_string(value: bytes) -> str | None:
-    cached = _strings.get(value, _strings)
-    if cached is not _strings:
-        return cached  # type: ignore[return-value]
-    text = None
-    if value[0] == STRING_TAG:
-        length, at = _varint(value, 1)
-        text = value[at : at + length].decode()
-    if len(_strings) < _CACHE_LIMIT:
-        _strings[value] = text
-    return text
-
-
-def decode_timestamps(values: Sequence[bytes]) -> np.ndarray:
-    """Serialised ``google.protobuf.Timestamp`` values as UTC micros (an absent or empty
-    value is the epoch, as protobuf parses it)."""
-    out = []
-    for value in values:
-        micros = _stamps.get(value)
-        if micros is None:
-            micros = _timestamp(value)
-            if len(_stamps) < _CACHE_LIMIT:
-                _stamps[value] = micros
-        out.append(micros)
-    return np.array(out, dtype=np.int64)
-
-
-def _timestamp(value: bytes) -> int:
-    seconds = nanos = at = 0
-    while at < len(value):
-        tag = value[at]
-        number, at = _varint(value, at + 1)
-        if tag == TIMESTAMP_SECONDS_TAG:
-            seconds = number
-        elif tag == TIMESTAMP_NANOS_TAG:
-            nanos = number
-    return seconds * 1_000_000 + nanos // 1000
-
-
-def _varint(value: bytes, at: int) -> tuple[int, int]:
-    number = shift = 0
-    while True:
-        byte = value[at]
-        number |= (byte & 0x7F) << shift
-        at += 1
-        if byte < 0x80:
-            return number, at
-        shift += 7
 
 
 class OnlineReader:

@@ -18,18 +18,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from artifact.feature_map import Masked
+from artifact.runtime import LoadedModel
 from feature_repo import contract
 from serving.online import GroupValues, OnlineLayout, OnlineReader
-from training import calibration
-from training.export import DENSE_INPUT, SPARSE_INPUT, session, session_from_bytes
-from training.feature_map import FeatureMap, Masked
-from training.registry import ResolvedModel
 
 USER, AD, ADVERTISER, CAMPAIGN, USER_CATEGORY = (
     "user_id",
@@ -60,64 +56,6 @@ AUCTION_COLUMNS = (
     (contract.CAMPAIGN_PROFILE.name, CAMPAIGN_BUDGET),
     (contract.CAMPAIGN_STREAM.name, CAMPAIGN_SPEND_TODAY),
 )
-
-
-@dataclass
-class LoadedModel:
-    """A registered model ready to score: its ONNX session and manifest."""
-
-    name: str
-    version: str
-    manifest: dict[str, Any]
-    session: ort.InferenceSession
-    feature_map: FeatureMap
-    output: str  # the graph output to run, e.g. "cvr_logit"
-
-    @classmethod
-    def load(cls, resolved: ResolvedModel, threads: int = 1) -> LoadedModel:
-        return cls.from_files(resolved.name, resolved.version, resolved.directory, threads)
-
-    @classmethod
-    def from_files(cls, name: str, version: str, directory: Path, threads: int = 1) -> LoadedModel:
-        import json
-
-        manifest = json.loads((directory / "manifest.json").read_text())
-        output = f"{manifest['served_output']}_logit"
-        return cls(
-            name,
-            version,
-            manifest,
-            served_session(directory / "model.onnx", output, threads),
-            FeatureMap.from_dict(manifest["feature_map"]),
-            output,
-        )
-
-    @property
-    def views(self) -> list[str]:
-        return list(dict.fromkeys(f["view"] for f in self.manifest["features"]))
-
-    def predict(self, columns: Mapping[str, Any], rows: int) -> tuple[np.ndarray, dict[str, int]]:
-        """Calibrated probabilities of the served output, and missing values per field."""
-        encoded = self.feature_map.transform(columns, rows)
-        (logit,) = self.session.run(
-            [self.output], {SPARSE_INPUT: encoded.sparse, DENSE_INPUT: encoded.dense}
-        )
-        raw = 1.0 / (1.0 + np.exp(-logit.astype(np.float64).ravel()))
-        return calibration.apply(self.manifest["calibration"], raw), encoded.missing
-
-
-def served_session(path: Path, output: str, threads: int = 1) -> ort.InferenceSession:
-    """A session computing only ``output``: ESMM's graph also holds the CTR tower, which
-    the CVR model's served output does not need (half its inference time, measured)."""
-    import onnx
-    from onnx.utils import Extractor
-
-    graph = onnx.load(str(path))
-    if [o.name for o in graph.graph.output] == [output]:
-        return session(path, threads)
-    inputs = [i.name for i in graph.graph.input]
-    pruned = Extractor(graph).extract_model(inputs, [output])
-    return session_from_bytes(pruned.SerializeToString(), threads)
 
 
 @dataclass(frozen=True)
@@ -169,7 +107,7 @@ class Scorer:
         self.features = {
             f["name"]: (f["view"], f["dtype"])
             for model in (ctr, cvr)
-            for f in model.manifest["features"]
+            for f in model.manifest.features
         }
         dtypes = {f.name: f.dtype for spec in contract.ALL_VIEWS.values() for f in spec.features}
         self.features.update({name: (view, dtypes[name]) for view, name in AUCTION_COLUMNS})

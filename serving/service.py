@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,18 +16,18 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
+from artifact.feature_map import Masked
+from artifact.runtime import LoadedModel
+from core import event_bus, served_log
 from feature_repo import contract
-from pipelines import event_bus
 from serving import auction, schemas, scoring
 from serving.auction import Exploration, Pacing
 from serving.config import ServingSettings
 from serving.redis_pipe import RedisPipe, RedisReplyError
-from serving.scoring import Fetched, LoadedModel, Request, Scored, Scorer, now_micros
+from serving.scoring import Fetched, Request, Scored, Scorer, now_micros
 from serving.telemetry import Stopwatch, Telemetry
-from training.feature_map import Masked
 
 log = logging.getLogger("adstack.serving")
-SERVED_STREAM = "adstack:served"
 FAILURES = (RedisError, RedisReplyError, OSError, asyncio.TimeoutError, TimeoutError)
 
 
@@ -309,8 +308,8 @@ class Service:
             pipe = self.redis.pipeline(transaction=False)
             for entry in entries:
                 pipe.xadd(
-                    SERVED_STREAM,
-                    {"entry": json.dumps(entry, default=_json)},
+                    served_log.SERVED_STREAM,
+                    served_log.encode(entry),
                     maxlen=self.settings.served_log_maxlen,
                     approximate=True,
                 )
@@ -386,9 +385,3 @@ def _value(column: Any, row: int) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from adstack import redis_server
-from adstack.settings import get_settings
+from core.settings import get_settings
 
 SAMPLE_LOGS = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -53,7 +53,7 @@ def sample_logs() -> Path:
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for the whole run (starting one takes ~10 s)."""
-    from pipelines.spark import spark_session
+    from core.spark import spark_session
 
     session = spark_session("adstack-tests", "local[2]")
     yield session

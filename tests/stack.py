@@ -17,14 +17,14 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 
 from adstack import redis_server
-from adstack.settings import get_settings
+from adstack.flows import build_dataset, train
+from artifact import registry
+from core.settings import get_settings
 from feature_repo import contract
 from pipelines import batch_features
 from pipelines.materialize import materialize
 from pipelines.simulator import SimulationConfig, write_simulation
 from tests.integration.test_training import applied_repo, point_settings_at
-from training import registry
-from training.pipeline import build_dataset, train
 
 START = datetime(2026, 2, 2, tzinfo=UTC)
 CONFIG = SimulationConfig(

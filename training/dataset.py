@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore
 
+from core import events
 from feature_repo import contract
-from pipelines import events
 from training.labels import LabelReport, Task, label_window, labelled_impressions, micros_of
 
 SPLITS = ("train", "calibration", "test")

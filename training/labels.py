@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from core import events
 from feature_repo import contract
-from pipelines import events
 
 Task = Literal["ctr", "cvr"]
 TASKS: tuple[Task, ...] = ("ctr", "cvr")

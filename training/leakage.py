@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core import events
 from feature_repo import contract
-from pipelines import events
+from training.dataset import TrainingSet
 from training.labels import micros_of
+from training.train import train_and_evaluate
 
 if TYPE_CHECKING:
-    from training.dataset import TrainingSet
     from training.train import TrainConfig
 
 DAY = events.MICROS_PER_DAY
@@ -433,11 +434,7 @@ def auc_gap(data_root: Path, training_set: TrainingSet, config: TrainConfig) -> 
     The leaky twin keeps labels, splits and entity rows and replaces every daily
     aggregate with its whole-log value: what a join without time semantics would give.
     """
-    from training.train import train_and_evaluate
-
     views = list(dict.fromkeys(f.view for f in training_set.features))
-    from training.dataset import TrainingSet
-
     leaky = TrainingSet(
         leaky_features(data_root, training_set.frame, views),
         training_set.task,

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from artifact import calibration
+from artifact.feature_map import HASH, Encoded, FeatureMap
+from artifact.metrics import Metrics, evaluate
 from feature_repo import contract
-from training import calibration
 from training.dataset import TrainingSet
-from training.feature_map import HASH, Encoded, FeatureMap
-from training.metrics import Metrics, evaluate
 from training.models import ModelConfig, build_model, embedding_table
 
 ID_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id")

@@ -5,7 +5,7 @@ from the manifest: the serving path), never through numbers recorded at training
 On the rows scored:
 
 - overall: calibration ratio (sum of predictions over positives) and ECE with equal-width
-  and quantile bins, held to the same gate as promotion (``training.metrics.gate``);
+  and quantile bins, held to the same gate as promotion (``artifact.metrics.gate``);
 - per advertiser with at least ``MIN_ADVERTISER_POSITIVES`` positives: miscalibrated when
   the calibration ratio is outside ``ADVERTISER_RATIO`` *and* the gap between predicted
   and observed positives exceeds ``ADVERTISER_Z`` Poisson standard deviations. The ratio
@@ -28,7 +28,8 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from training import metrics
+from artifact import metrics, runtime
+from artifact.manifest import Manifest
 from validation import profile as profiles
 from validation.drift import Reference, Thresholds, statistics_expectations
 from validation.gx import Runner, SuiteResult, check
@@ -44,11 +45,9 @@ def judged_rows(task: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["click"] == 1] if task == "cvr" else frame
 
 
-def predict(model: Any, manifest: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
-    """Calibrated served-output probabilities through the artifact (``export.score``)."""
-    from training import export
-
-    return export.score(model, manifest, frame)
+def predict(model: Any, manifest: Manifest, frame: pd.DataFrame) -> np.ndarray:
+    """Calibrated served-output probabilities through the artifact (``runtime.score``)."""
+    return runtime.score(model, manifest, frame)
 
 
 def summary_table(task: str, frame: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:

@@ -30,7 +30,8 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from training.feature_map import HASH, FeatureMap
+from artifact.feature_map import HASH
+from artifact.manifest import Manifest
 from validation import profile as profiles
 from validation.gx import Runner, SuiteResult, check
 from validation.profile import CATEGORICAL, NUMERIC, ColumnProfile, CurrentStats
@@ -52,9 +53,9 @@ class Thresholds:
     kl_tail_weight: float = 1e-3
 
 
-def model_inputs(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def model_inputs(manifest: Manifest) -> list[tuple[str, str]]:
     """(name, NUMERIC or CATEGORICAL) of every input the drift suites compare."""
-    feature_map = FeatureMap.from_dict(manifest["feature_map"])
+    feature_map = manifest.feature_map
     inputs = [(f.name, CATEGORICAL) for f in feature_map.sparse if f.kind != HASH]
     inputs += [(f.name, NUMERIC) for f in feature_map.dense]
     return inputs
@@ -97,7 +98,7 @@ class Reference:
 
 def reference_profile(
     frame: pd.DataFrame,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     predictions: np.ndarray | None = None,
 ) -> Reference:
     """Profile ``frame`` (the training split as Feast returned it) on the model's inputs."""
@@ -110,7 +111,7 @@ def reference_profile(
     prediction = None
     if predictions is not None:
         prediction = profiles.numeric_profile(PREDICTION, predictions)
-    return Reference(manifest["task"], len(frame), columns, prediction)
+    return Reference(manifest.task, len(frame), columns, prediction)
 
 
 def distribution_expectations(

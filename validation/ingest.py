@@ -21,7 +21,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from pipelines import events
+from core import events
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import pyarrow.dataset as ds
 
 from feature_repo import contract
 from feature_repo.contract import ViewSpec
-from validation.gx import Runner, SuiteResult, check
+from validation.gx import Check, Runner, SuiteResult, check
 
 MIN_PARTITION_SHARE = 0.5
 MIN_COVERAGE = 0.5
@@ -242,8 +242,6 @@ def check_view(
 
 
 def _missing(suite: str, path: Path):
-    from validation.gx import Check
-
     return Check(suite, "table_exists", "table_exists", None, None, False, "absent", {},
                  error=f"no partition with rows under {path}")  # fmt: skip
 
@@ -283,8 +281,6 @@ def check_training_set(runner: Runner, training_set: Any) -> SuiteResult:
     splits = set(frame["split"].unique())
     missing = [s for s in ("train", "calibration", "test") if s not in splits]
     if missing:
-        from validation.gx import Check
-
         result.checks.append(
             Check(
                 result.suite,

@@ -13,7 +13,6 @@ mismatch rate exceeds ``Thresholds.mismatch_rate``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +20,11 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
+from core import served_log
+from core.served_log import SERVED_STREAM
 from feature_repo import contract
 from validation.gx import Runner, SuiteResult, check
 
-SERVED_STREAM = "adstack:served"  # serving.service.SERVED_STREAM (serving is not imported)
 RTOL = 1e-6
 ATOL = 1e-9
 MAX_MISMATCH_RATE = 0.001
@@ -34,8 +34,7 @@ _CONTEXT = {"position", "placement", "device", "country"}
 
 def read_served(client: Any, limit: int = 10_000) -> list[dict[str, Any]]:
     """The newest ``limit`` logged rows, oldest first."""
-    entries = client.xrevrange(SERVED_STREAM, count=limit)
-    return [json.loads(fields[b"entry"]) for _, fields in reversed(entries)]
+    return served_log.read(client, limit)
 
 
 def entity_rows(served: list[dict[str, Any]]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipelines import events
+from core import events
 
 ID = "id"
 TIME = "timestamp"

@@ -9,9 +9,9 @@ import shutil
 from typer.testing import CliRunner
 
 from adstack import cli, redis_server
-from adstack.settings import get_settings
+from core import events
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines import events
 
 
 def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatch):

@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 import pytest
 from feast import FeatureStore
 
-from adstack.settings import get_settings
+from core.settings import get_settings
 from feature_repo import contract
 from pipelines import batch_features
 from pipelines.simulator import SimulationConfig, write_simulation

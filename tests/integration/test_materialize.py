@@ -28,8 +28,8 @@ import pytest
 import redis
 from feast import FeatureStore
 
-from adstack.settings import get_settings
 from bench.materialize import make_project, synthetic_table, write_table
+from core.settings import get_settings
 from feature_repo.contract import VIEWS
 from pipelines import materialize as ours
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipelines import events
-from pipelines.ingest import ingest
+from adstack.flows import ingest
+from core import events
 
 pytestmark = pytest.mark.real_logs
 

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from adstack import redis_server
 from adstack.cli import app
-from adstack.settings import get_settings
+from core.settings import get_settings
 
 runner = CliRunner()
 

@@ -20,15 +20,15 @@ from feast.data_source import PushMode
 from feast.online_response import TIMESTAMP_POSTFIX
 
 from adstack import redis_server
-from adstack.settings import get_settings
+from artifact import registry, runtime
+from core import event_bus, served_log
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines import event_bus
-from serving import service as service_module
 from serving.app import create_app
 from serving.config import DEVELOPMENT_TOKEN, ServingSettings
 from serving.online import OnlineLayout, OnlineReader
 from tests.stack import REQUEST_AT, TOKEN, Stack
-from training import export, registry
+from training import registry as training_registry
 from validation import skew
 from validation.gx import Runner
 
@@ -148,7 +148,7 @@ def test_scores_equal_the_training_path_on_feasts_values(stack: Stack) -> None:
     for task, key in (("ctr", "pctr"), ("cvr", "pcvr")):
         model = registry.resolve(settings, task)
         manifest = model.manifest
-        refs = [f"{f['view']}:{f['name']}" for f in manifest["features"]]
+        refs = [f"{f['view']}:{f['name']}" for f in manifest.features]
         rows = [
             {
                 "user_id": request["user_id"],
@@ -162,10 +162,10 @@ def test_scores_equal_the_training_path_on_feasts_values(stack: Stack) -> None:
         online = store.get_online_features(features=refs, entity_rows=rows).to_dict(
             include_event_timestamps=True
         )
-        frame = pd.DataFrame({f["name"]: online[f["name"]] for f in manifest["features"]})
+        frame = pd.DataFrame({f["name"]: online[f["name"]] for f in manifest.features})
         # Feast's online path ignores TTLs; the scorer reads a row older than its view's
         # TTL as missing, as the offline join does. Apply that rule to Feast's answer.
-        for f in manifest["features"]:
+        for f in manifest.features:
             ttl = contract.ALL_VIEWS[f["view"]].ttl
             stamps = np.array(online[f["name"] + TIMESTAMP_POSTFIX], dtype=np.int64)
             if ttl and ttl.total_seconds() > 0:
@@ -183,7 +183,7 @@ def test_scores_equal_the_training_path_on_feasts_values(stack: Stack) -> None:
         )
         for name, values in context.items():
             frame[name] = values
-        expected = export.score(export.session(model.onnx_path), manifest, frame)
+        expected = runtime.score(runtime.session(model.onnx_path), manifest, frame)
         np.testing.assert_allclose([s[key] for s in got["scores"]], expected, rtol=1e-6)
     assert expired > 0  # the TTL rule was exercised
 
@@ -337,10 +337,10 @@ def test_production_refuses_the_default_token() -> None:
 
 def test_winners_are_logged_with_their_served_features(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.url)
-    r.delete(service_module.SERVED_STREAM)
+    r.delete(served_log.SERVED_STREAM)
     with _client(stack, served_log_sample=1.0) as client:
         answer = client.post("/v1/auction", json=_auction_body(stack, request_id="logged")).json()
-    entries = r.xrange(service_module.SERVED_STREAM)
+    entries = r.xrange(served_log.SERVED_STREAM)
     assert len(entries) == len(answer["winners"]) == 3
     first = json.loads(entries[0][1][b"entry"])
     assert (
@@ -348,14 +348,14 @@ def test_winners_are_logged_with_their_served_features(stack: Stack) -> None:
         and first["pctr"] == answer["winners"][0]["pctr"]
     )
     manifest = registry.resolve(get_settings(), "ctr").manifest
-    assert {f["name"] for f in manifest["features"]} <= set(first["features"])
+    assert {f["name"] for f in manifest.features} <= set(first["features"])
     assert first["features"]["device"] == "mobile"
     r.close()
 
 
 def _served_rows(stack: Stack, requests: int) -> list[dict]:
     r = redis.Redis.from_url(stack.url)
-    r.delete(service_module.SERVED_STREAM)
+    r.delete(served_log.SERVED_STREAM)
     with _client(stack, served_log_sample=1.0) as client:
         for i in range(requests):
             body = _auction_body(stack, request_id=f"skew-{i}", user_id=int(stack.users[i]))
@@ -373,7 +373,7 @@ def test_skew_report_is_zero_for_the_scorer_and_catches_an_injected_skew(
         dict.fromkeys(
             f"{f['view']}:{f['name']}"
             for task in ("ctr", "cvr")
-            for f in registry.resolve(settings, task).manifest["features"]
+            for f in registry.resolve(settings, task).manifest.features
         )
     )
     store = FeatureStore(repo_path=str(stack.repo))
@@ -409,7 +409,9 @@ def test_reload_follows_the_champion_alias(stack: Stack) -> None:
     mlflow = registry.client(settings)
     current = stack.versions["ctr"]
     source = registry.resolve(settings, "ctr")
-    again = registry.register(settings, source.manifest, source.directory, [], promote=False)
+    again = training_registry.register(
+        settings, source.manifest, source.directory, [], promote=False
+    )
     with _client(stack, api_token=TOKEN) as client:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert client.post("/admin/reload").status_code == 401

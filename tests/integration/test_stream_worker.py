@@ -19,9 +19,9 @@ import pytest
 import redis
 from feast import FeatureStore
 
-from adstack.settings import get_settings
+from core.event_bus import CLICK, IMPRESSION, STREAM_KEY, EventProducer, Events
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines.event_bus import CLICK, IMPRESSION, STREAM_KEY, EventProducer, Events
 from pipelines.replay import replay, stream_events
 from pipelines.simulator import SimulationConfig, write_simulation
 from pipelines.stream_aggregates import STREAM_VIEWS, recompute
@@ -205,7 +205,7 @@ def test_late_out_of_order_and_malformed_entries(project: Path, redis_url: str) 
 def test_talkingdata_replays_through_the_worker(
     tmp_path: Path, redis_url: str, sample_logs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.ingest import ingest
+    from adstack.flows import ingest
 
     env = make_project(
         tmp_path, SimulationConfig(days=1, users=10, ads=5, impressions_per_day=10), redis_url

@@ -4,6 +4,7 @@ ONNX export and the MLflow registry (SQLite)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,15 +16,19 @@ import numpy as np
 import pytest
 from feast import FeatureStore
 
-from adstack.settings import get_settings
+from adstack import flows
+from adstack.flows import DataRefused, dataset_dir, train
+from artifact import calibration, registry, runtime
+from artifact.metrics import gate
+from core.settings import get_settings
 from feature_repo import contract
-from pipelines import batch_features, ingest
+from pipelines import batch_features
 from pipelines.simulator import SimulationConfig, write_simulation
 from tests.integration.test_feature_repo import REPO_SOURCE, feast
-from training import calibration, dataset, export, leakage, registry
-from training.metrics import gate
+from training import dataset, leakage
+from training import registry as training_registry
+from training.export import PARITY_TOLERANCE
 from training.models import ModelConfig
-from training.pipeline import DataRefused, dataset_dir, train
 from training.train import TrainConfig, predict
 
 CONFIG = SimulationConfig(days=12, users=2_000, ads=150, impressions_per_day=20_000, seed=3)
@@ -138,21 +143,21 @@ def test_ctr_model_trains_exports_with_parity_and_registers(
     settings = get_settings()
     run = train(settings, "ctr", "dcn", epochs=2, training_set=ctr_set)
     manifest = run.manifest
-    assert manifest["parity"]["ctr"] <= export.PARITY_TOLERANCE
-    assert manifest["parity"]["rows"] == min(4096, len(ctr_set.part("test")))
+    assert manifest.parity["ctr"] <= PARITY_TOLERANCE
+    assert manifest.parity["rows"] == min(4096, len(ctr_set.part("test")))
     # The manifest's feature list is the feature service's, in order.
     store = FeatureStore(repo_path=str(project / "feature_repo"))
-    service = store.get_feature_service(manifest["feature_service"])
-    assert [f["name"] for f in manifest["features"]] == [
+    service = store.get_feature_service(manifest.feature_service)
+    assert [f["name"] for f in manifest.features] == [
         f.name for p in service.feature_view_projections for f in p.features
     ]
     dense_and_sparse = (
-        manifest["inputs"]["sparse_ids"]["fields"] + manifest["inputs"]["dense_features"]["fields"]
+        manifest.inputs["sparse_ids"]["fields"] + manifest.inputs["dense_features"]["fields"]
     )
-    assert {f["name"] for f in manifest["features"]} <= set(dense_and_sparse)
+    assert {f["name"] for f in manifest.features} <= set(dense_and_sparse)
     assert (run.report_dir / "reliability.png").stat().st_size > 0
     assert (run.report_dir / "roc.png").stat().st_size > 0
-    metrics = manifest["metrics"]["test"]
+    metrics = manifest.metrics["test"]
     assert 0.6 < metrics["auc"] < 1.0
     assert run.registration.gate_passed == gate(metrics).passed
     if not run.registration.gate_passed:
@@ -163,8 +168,8 @@ def test_ctr_model_trains_exports_with_parity_and_registers(
     champion = registry.resolve(settings, "ctr")
     assert champion.version == run.registration.version
     test = ctr_set.part("test").iloc[:2000]
-    session = export.session(champion.onnx_path)
-    served = export.score(session, champion.manifest, test)
+    session = runtime.session(champion.onnx_path)
+    served = runtime.score(session, champion.manifest, test)
     encoded = run.trained.feature_map.transform(test)
     raw = predict(run.trained.model, encoded)["ctr"]
     expected = calibration.apply(run.trained.calibration, raw)
@@ -173,8 +178,8 @@ def test_ctr_model_trains_exports_with_parity_and_registers(
     unseen = test.iloc[:50].assign(user_id=np.int64(10**15))
     missing = test.iloc[:50].assign(user_id=None)
     assert np.allclose(
-        export.score(session, champion.manifest, unseen),
-        export.score(session, champion.manifest, missing),
+        runtime.score(session, champion.manifest, unseen),
+        runtime.score(session, champion.manifest, missing),
         atol=1e-6,
     )
 
@@ -184,21 +189,23 @@ def test_promotion_refuses_a_miscalibrated_version(project: Path, ctr_set) -> No
     dataset.save(ctr_set, dataset_dir(settings, "ctr"))
     champion = registry.resolve(settings, "ctr")
     # The champion passes when re-scored through its artifact on the test days.
-    assert registry.calibration_on_test_days(settings, champion) == []
-    assert registry.promote(settings, "ctr", champion.version).version == champion.version
+    assert flows.calibration_on_test_days(settings, champion) == []
+    assert flows.promote(settings, "ctr", champion.version).version == champion.version
     # Predictions doubled: the calibration maps p to 2p. The recorded test metrics are
     # left as they were (they pass): the gate must not trust them.
-    manifest = json.loads(json.dumps(champion.manifest))
     grid = np.linspace(0.0, 1.0, 2001)
-    doubled_p = np.minimum(2 * calibration.apply(champion.manifest["calibration"], grid), 1.0)
-    manifest["calibration"] = {"method": "isotonic", "x": grid.tolist(), "y": doubled_p.tolist()}
+    doubled_p = np.minimum(2 * calibration.apply(champion.manifest.calibration, grid), 1.0)
+    manifest = dataclasses.replace(
+        champion.manifest,
+        calibration={"method": "isotonic", "x": grid.tolist(), "y": doubled_p.tolist()},
+    )
     doubled = project / "doubled"
     shutil.copytree(champion.directory, doubled)
-    (doubled / "manifest.json").write_text(json.dumps(manifest))
-    registration = registry.register(settings, manifest, doubled, [], promote=False)
+    manifest.write(doubled)
+    registration = training_registry.register(settings, manifest, doubled, [], promote=False)
     refusal = r"calibration_ratio: 100% of values failed, e.g. \[1\.9"
-    with pytest.raises(registry.GateRefused, match=refusal):
-        registry.promote(settings, "ctr", registration.version)
+    with pytest.raises(flows.GateRefused, match=refusal):
+        flows.promote(settings, "ctr", registration.version)
     assert registry.resolve(settings, "ctr").version == champion.version
 
 
@@ -219,7 +226,7 @@ def test_training_refuses_a_set_failing_its_quality_suite_unless_overridden(
             accept_failed_validation=True,
         )  # fmt: skip
     assert "override" in caplog.text and "user_ctr_7d" in caplog.text
-    assert run.manifest["validation"]["override"] is True
+    assert run.manifest.validation["override"] is True
     tags = registry.client(settings).get_run(run.registration.run_id).data.tags
     assert tags["validation_override"] == "True"
     report = json.loads((run.report_dir / "report.json").read_text())
@@ -235,17 +242,17 @@ def test_esmm_conversion_model_trains_and_exports(project: Path) -> None:
     # Every row's whole label window (click + attribution) closed before the cut-off.
     assert cvr_set.frame["event_timestamp"].max() < END - dataset.label_window("cvr")
     run = train(settings, "cvr", "esmm", epochs=2, training_set=cvr_set, promote=False)
-    assert run.manifest["outputs"] == ["ctr_logit", "cvr_logit"]
-    assert max(run.manifest["parity"][k] for k in ("ctr", "cvr")) <= export.PARITY_TOLERANCE
+    assert run.manifest.outputs == ["ctr_logit", "cvr_logit"]
+    assert max(run.manifest.parity[k] for k in ("ctr", "cvr")) <= PARITY_TOLERANCE
     test = cvr_set.part("test")
     clicked = test[test["click"] == 1]
-    served = export.score(export.session(run.artifact_dir / "model.onnx"), run.manifest, clicked)
+    served = runtime.score(runtime.session(run.artifact_dir / "model.onnx"), run.manifest, clicked)
     raw = predict(run.trained.model, run.trained.feature_map.transform(clicked))["cvr"]
     assert np.max(np.abs(served - calibration.apply(run.trained.calibration, raw))) <= 1e-5
     # A few hundred clicked test rows cannot rank pCVR reliably at this size; pCTCVR
     # over every test impression can.
     # Measured 0.60 here (seeded data and weights).
-    assert run.manifest["metrics"]["test_ctcvr_uncalibrated"]["auc"] > 0.57
+    assert run.manifest.metrics["test_ctcvr_uncalibrated"]["auc"] > 0.57
 
 
 @pytest.mark.real_logs
@@ -253,7 +260,7 @@ def test_leakage_audit_on_talkingdata(
     sample_logs: Path, tmp_path: Path, spark, redis_url: str
 ) -> None:
     data = tmp_path / "data"
-    report = ingest.ingest("talkingdata", sample_logs / "talkingdata_sample", data, tmp_path / "r")
+    report = flows.ingest("talkingdata", sample_logs / "talkingdata_sample", data, tmp_path / "r")
     assert report.passed
     first, last = dataset.log_range(data)
     batch_features.run(spark, data, first.date() + timedelta(days=1), last.date())

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from adstack.settings import get_settings
+from core.settings import get_settings
 from feature_repo import contract
 from pipelines import batch_features
 from pipelines.simulator import SimulationConfig, write_simulation
@@ -184,7 +184,7 @@ def test_training_set_suite_flags_a_broken_join(worlds: dict[str, World]) -> Non
 def test_the_spark_engine_runs_the_same_suites_with_the_same_answers(
     worlds: dict[str, World], manifest: dict, spark
 ) -> None:
-    from validation.run import spark_frame
+    from adstack.validate import spark_frame
 
     reference = drift.reference_profile(worlds["control"].rows_between(DRIFT_DAY, 99), manifest)
     # A quarter of the inputs and the device: on Spark every expectation is a job.

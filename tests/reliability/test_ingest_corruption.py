@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import events
-from pipelines.ingest import UnreadableFile, ingest
+from adstack.flows import ingest
+from core import events
+from pipelines.ingest import UnreadableFile
 from pipelines.simulator import SimulationConfig, write_simulation
 
 CONFIG = SimulationConfig(days=2, users=300, ads=40, impressions_per_day=3_000, seed=21)

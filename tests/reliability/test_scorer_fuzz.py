@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from pipelines import event_bus
+from core import event_bus
 from tests.reliability.conftest import Scorer
 from tests.stack import TOKEN
 

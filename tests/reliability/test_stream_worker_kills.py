@@ -36,8 +36,8 @@ import pytest
 import redis
 from feast import FeatureStore
 
+from core.event_bus import STREAM_KEY, EventProducer
 from pipelines import stream_features
-from pipelines.event_bus import STREAM_KEY, EventProducer
 from pipelines.replay import MICROS, replay, stream_events
 from pipelines.simulator import SimulationConfig
 from pipelines.stream_aggregates import STREAM_VIEWS, recompute

@@ -1,4 +1,5 @@
-"""ruff (lint and format) over the project and mypy over serving/ and training/."""
+"""ruff (lint and format) over the project and mypy over the ground floor, serving/ and
+training/."""
 
 import subprocess
 import sys
@@ -18,6 +19,6 @@ def test_ruff_lint_and_format():
     assert fmt.returncode == 0, fmt.stdout
 
 
-def test_mypy_on_serving_and_training():
-    result = run("mypy", "serving", "training")
+def test_mypy_on_ground_serving_and_training():
+    result = run("mypy", "core", "artifact", "serving", "training")
     assert result.returncode == 0, result.stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.feature_map import FeatureMap, Masked
+from artifact.feature_map import FeatureMap, Masked
 
 
 def _frame(rows: int, seed: int) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
+from adstack.flows import ingest
 from pipelines.adapters import generic
 from pipelines.adapters.flatlog import hash_ids, parse_flat
-from pipelines.ingest import ingest
 
 
 def test_hashed_ids_are_stable_63_bit_and_keep_nulls():

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from pipelines import events
+from core import events
 from training.labels import labelled_impressions
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)

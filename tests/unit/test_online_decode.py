@@ -1,21 +1,29 @@
-"""The online reader's protobuf decoding against Feast's own protobuf classes."""
+"""Feast's Redis layout: the codec against Feast's own protobuf classes, and one round
+trip through its column-wise encoders and its decoders."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving.online import (
-    OnlineLayout,
+from core import feast_codec
+from core.feast_codec import (
+    RowLayout,
     decode_numbers,
     decode_string,
     decode_timestamps,
+    field_hash,
+    hset_commands,
+    redis_keys,
+    stored_nanos,
 )
-from serving.online import _mmh3 as our_mmh3
+from serving.online import OnlineLayout
 
 
 def test_numbers_match_protobuf_for_every_numeric_type_and_null() -> None:
@@ -78,5 +86,66 @@ def test_keys_and_fields_are_feasts() -> None:
     )
     assert pair.key(["shoes", -7], layout.project) == expected + b"adstack"
     assert user.fields[0] == _mmh3("user_daily:user_impressions_1d")
-    assert our_mmh3("ad_daily:ad_ctr_7d") == _mmh3("ad_daily:ad_ctr_7d")
+    assert field_hash("ad_daily", "ad_ctr_7d") == _mmh3("ad_daily:ad_ctr_7d")
     assert user.fields[user.views[0].ts_index] == b"_ts:user_daily"
+
+
+def test_value_codes_are_feasts() -> None:
+    for name in ("STRING", "INT32", "INT64", "DOUBLE", "FLOAT", "BOOL"):
+        assert getattr(feast_codec, name) == ValueType[name].value
+
+
+def _parse_hset(command: bytes) -> list[bytes]:
+    """The arguments of one RESP command (bulk strings only)."""
+    lines = command.split(b"\r\n")
+    count, args, at = int(lines[0][1:]), [], 1
+    while len(args) < count:
+        args.append(lines[at + 1])
+        at += 2
+    return args
+
+
+def test_encoded_rows_decode_to_the_same_values() -> None:
+    """What materialisation writes is what the online reader reads, value for value."""
+    layout = RowLayout(
+        name="ad_daily",
+        project=b"adstack",
+        join_keys={"ad_id": feast_codec.INT64},
+        timestamp_column="event_timestamp",
+        features=[
+            ("clicks", feast_codec.INT64, field_hash("ad_daily", "clicks")),
+            ("ctr", feast_codec.DOUBLE, field_hash("ad_daily", "ctr")),
+            ("bid_type", feast_codec.STRING, field_hash("ad_daily", "bid_type")),
+        ],
+        key_ttl_seconds=None,
+    )
+    micros = np.array([1_767_225_600_123_456, 5_000_000, 1], np.int64)
+    batch = pa.record_batch(
+        {
+            "ad_id": pa.array([7, -3, 2**40], pa.int64()),
+            "clicks": pa.array([0, None, -(2**62)], pa.int64()),
+            "ctr": pa.array([0.25, float("nan"), None], pa.float64()),
+            "bid_type": pa.array(["CPC", None, "é"], pa.string()),
+            "event_timestamp": pa.array(micros, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    keys = redis_keys(layout, batch)
+    commands = hset_commands(layout, keys, batch, micros).to_pylist()
+    prefix = feast_codec.key_prefix(["ad_id"])
+    for row, command in enumerate(commands):
+        args = _parse_hset(command)
+        assert args[0] == b"HSET"
+        ad_id = batch.column("ad_id")[row].as_py()
+        assert args[1] == feast_codec.entity_key(prefix, [feast_codec.INT64], [ad_id], b"adstack")
+        fields = dict(zip(args[2::2], args[3::2], strict=True))
+        assert stored_nanos([fields[b"_ts:ad_daily"]])[0] == micros[row] * 1000
+        assert decode_timestamps([fields[b"_ts:ad_daily"]])[0] == micros[row]
+        values = [fields[f] for _, _, f in layout.features]
+        floats, ints, is_int = decode_numbers(values[:2])
+        clicks = batch.column("clicks")[row].as_py()
+        assert (bool(is_int[0]), int(ints[0])) == (
+            (True, clicks) if clicks is not None else (False, 0)
+        )
+        ctr = batch.column("ctr")[row].as_py()
+        assert floats[1] == ctr if ctr == ctr and ctr is not None else np.isnan(floats[1])
+        assert decode_string(values[2]) == batch.column("bid_type")[row].as_py()

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import events
+from core import events
 from pipelines.simulator import SimulationConfig, build_world, chunks_of_day, simulate_chunk
 
 SMALL = SimulationConfig(days=3, users=2_000, ads=200, impressions_per_day=20_000, seed=11)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.event_bus import CLICK, CONVERSION, IMPRESSION, Events, decode
 from feature_repo import contract
-from pipelines.event_bus import CLICK, CONVERSION, IMPRESSION, Events, decode
 from pipelines.stream_aggregates import STREAM_VIEWS, StreamAggregator, micros, recompute
 
 T0 = int(pd.Timestamp("2026-01-05 10:00:00", tz="UTC").value // 1000)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from training import calibration
-from training.feature_map import HASH, MISSING_INDEX, FeatureMap
-from training.metrics import auc, calibration_ratio, ece_equal_width, ece_quantile, field_ece, gate
+from artifact import calibration
+from artifact.feature_map import HASH, MISSING_INDEX, FeatureMap
+from artifact.metrics import auc, calibration_ratio, ece_equal_width, ece_quantile, field_ece, gate
 from training.models import ModelConfig, build_model
 
 

@@ -7,7 +7,7 @@ steps behind them change:
 
 * **Online** (``ingest_df``): Feast converts every row to protobuf objects in Python
   (about 9k rows/s here). The rows go instead through the column-wise writer of
-  :mod:`pipelines.materialize`, which produces Feast's Redis layout byte for byte and
+  :mod:`core.feast_redis`, which produces Feast's Redis layout byte for byte and
   applies Feast's rule for stale rows (a row is skipped when the stored timestamp is at
   or after its own; within one call the last fresh row of a key wins, as in Feast).
   Used when the online store is a single Redis without ``skip_dedup``; otherwise Feast's.
@@ -39,8 +39,8 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.type_map import feast_value_type_to_pa
 
+from core.feast_redis import BATCH_ROWS, RedisWriter, row_layout
 from feature_repo import contract
-from pipelines.materialize import BATCH_ROWS, _ViewLayout, _Writer
 
 PARTITIONED_SUFFIX = "/*/*.parquet"
 # A zero-row partition: Spark skips folders starting with "_", so it has to look real.
@@ -109,8 +109,8 @@ class AdstackProvider(PassthroughProvider):
             super().ingest_df(feature_view, df, field_mapping)
             return
         table = pa.Table.from_pandas(df, preserve_index=False)
-        layout = _ViewLayout.of_config(self.repo_config, feature_view)
-        with _Writer.connect_config(self.repo_config) as writer:
+        layout = row_layout(self.repo_config, feature_view)
+        with RedisWriter.connect(self.repo_config) as writer:
             for batch in table.to_batches(max_chunksize=BATCH_ROWS):
                 writer.write(layout, batch)
             writer.flush()

@@ -1,6 +1,8 @@
-"""The training stage end to end: data set, model, artifact, report, registry.
+"""Flows that chain engines: ingest with its checks; train, then validate, then register;
+promote behind the calibration suite.
 
-``adstack dataset`` and ``adstack train`` call these functions; so does the demo. The
+``adstack ingest``, ``adstack dataset``, ``adstack train`` and ``adstack promote`` call
+these functions; so does the demo. The
 data set of a task is saved under ``<data root>/training/<task>/`` and reused by
 ``train`` until rebuilt. Reports (metrics JSON, reliability diagram, ROC curves) go to
 ``<reports>/training/<task>/``; the artifact to ``<state dir>/models/<task>/<stamp>/``
@@ -17,13 +19,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adstack.settings import Settings
+from artifact import registry as registry_read
+from artifact.manifest import Manifest
+from artifact.metrics import gate
+from artifact.registry import CHAMPION, ResolvedModel
+from artifact.runtime import score, session
+from core.settings import Settings
+from pipelines import ingest as ingest_job
+from pipelines.ingest import IngestReport
 from training import dataset, registry
 from training.dataset import TrainingSet
+from training.export import write_artifact
 from training.labels import Task, label_window
-from training.metrics import plot_reliability, plot_roc
 from training.models import ModelConfig
+from training.plots import plot_reliability, plot_roc
 from training.train import TrainConfig, TrainedModel, train_and_evaluate
+from validation import calibration
+from validation.drift import reference_profile
+from validation.gx import Runner
+from validation.ingest import IngestValidator, TimeBounds
+from validation.quality import check_training_set as training_set_suite
 
 DEFAULT_KIND = {"ctr": "dcn", "cvr": "esmm"}
 REFERENCE_ROWS = 100_000
@@ -34,8 +49,36 @@ class DataRefused(ValueError):
     """The training set failed its quality suite and no override was given."""
 
 
+class GateRefused(RuntimeError):
+    """A version failed the calibration gate and cannot take the alias."""
+
+
 def dataset_dir(settings: Settings, task: str) -> Path:
     return settings.data_root / "training" / task
+
+
+def ingest(
+    source: str,
+    path: Path,
+    data_root: Path,
+    reports_dir: Path,
+    *,
+    name: str | None = None,
+    max_bad_fraction: float = 0.01,
+    bounds: TimeBounds | None = None,
+) -> IngestReport:
+    """Ingest ``path`` as ``source``, every batch checked row by row by the ingest suites
+    (events outside ``bounds`` are refused; default: 2000-01-01 to an hour from now)."""
+    validator = IngestValidator(bounds or TimeBounds.default())
+    return ingest_job.ingest(
+        source,
+        path,
+        data_root,
+        reports_dir,
+        validator=validator,
+        name=name,
+        max_bad_fraction=max_bad_fraction,
+    )
 
 
 def split_days(start: datetime, end: datetime) -> int:
@@ -67,7 +110,7 @@ def build_dataset(
 @dataclass
 class TrainingRun:
     trained: TrainedModel
-    manifest: dict[str, Any]
+    manifest: Manifest
     registration: registry.Registration
     artifact_dir: Path
     report_dir: Path
@@ -86,8 +129,6 @@ def train(
     """Validate the training set, then train, calibrate, evaluate, export and register
     the ``task`` model. A training set failing its quality suite is refused unless
     ``accept_failed_validation``; the override is logged and recorded with the run."""
-    from training.export import write_artifact
-
     if training_set is None:
         directory = dataset_dir(settings, task)
         if not (directory / "dataset.parquet").exists():
@@ -100,9 +141,8 @@ def train(
     trained = train_and_evaluate(training_set, config, progress)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     artifact_dir = settings.state_dir / "models" / task / stamp
-    manifest = write_artifact(trained, training_set, artifact_dir)
-    manifest["validation"] = validation
-    (artifact_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    manifest = write_artifact(trained, training_set, artifact_dir).with_validation(validation)
+    manifest.write(artifact_dir)
     write_reference(training_set, manifest, artifact_dir)
     report_dir = settings.reports_dir / "training" / task
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -113,12 +153,12 @@ def train(
     registration = registry.register(settings, manifest, artifact_dir, plots, promote=promote)
     report = {
         "registration": asdict(registration),
-        "metrics": manifest["metrics"],
-        "gate": manifest["gate"],
-        "calibration": {k: v for k, v in manifest["calibration"].items() if k not in ("x", "y")},
-        "history": manifest["history"],
-        "parity": manifest["parity"],
-        "training_window": manifest["training_window"],
+        "metrics": manifest.metrics,
+        "gate": manifest.gate,
+        "calibration": {k: v for k, v in manifest.calibration.items() if k not in ("x", "y")},
+        "history": manifest.history,
+        "parity": manifest.parity,
+        "training_window": manifest.training_window,
         "train_seconds": trained.seconds,
         "validation": validation,
     }
@@ -130,10 +170,7 @@ def check_training_set(
     settings: Settings, training_set: TrainingSet, accept_failed_validation: bool = False
 ) -> dict[str, Any]:
     """Run the training-set quality suite; refuse a failing set unless overridden."""
-    from validation.gx import Runner
-    from validation.quality import check_training_set as suite
-
-    result = suite(Runner(run_name=f"training-{training_set.task}"), training_set)
+    result = training_set_suite(Runner(run_name=f"training-{training_set.task}"), training_set)
     failures = [c.describe() for c in result.failures]
     if failures and not accept_failed_validation:
         raise DataRefused(
@@ -154,12 +191,9 @@ def check_training_set(
     }
 
 
-def write_reference(training_set: TrainingSet, manifest: dict[str, Any], directory: Path) -> Path:
+def write_reference(training_set: TrainingSet, manifest: Manifest, directory: Path) -> Path:
     """The drift reference: the train split's model inputs and the model's predictions on
     them, profiled and saved beside the model (registered with it)."""
-    from training.export import score, session
-    from validation.drift import reference_profile
-
     train = training_set.part("train")
     if len(train) > REFERENCE_ROWS:
         train = train.sample(REFERENCE_ROWS, random_state=0)
@@ -167,3 +201,35 @@ def write_reference(training_set: TrainingSet, manifest: dict[str, Any], directo
 
     predictions = score(session(directory / "model.onnx"), manifest, judged)
     return reference_profile(train, manifest, predictions).write(directory)
+
+
+def promote(settings: Settings, name: str, version: str, alias: str = CHAMPION) -> ResolvedModel:
+    """Move ``alias`` to ``version``; refuses a version that fails the calibration gate on
+    its recorded test metrics or, re-scored through its own artifact, on the saved
+    training set's test days (overall and per advertiser)."""
+    resolved = registry_read.resolve_version(settings, name, version)
+    # The gate is re-applied to the recorded test metrics, not read from a stored flag.
+    result = gate(resolved.manifest.test_metrics)
+    reasons = list(result.reasons) + calibration_on_test_days(settings, resolved)
+    if reasons:
+        raise GateRefused(
+            f"{name} version {version} failed the calibration gate: {'; '.join(reasons)}"
+        )
+    registry.set_alias(settings, name, version, alias)
+    return resolved
+
+
+def calibration_on_test_days(settings: Settings, model: ResolvedModel) -> list[str]:
+    """Failures of the calibration suite on the saved training set's test split, scored
+    through ``model``'s ONNX graph and calibration; none when no set is saved."""
+    task = model.manifest.task
+    directory = dataset_dir(settings, task)
+    if not (directory / "dataset.parquet").exists():
+        return []
+    judged = calibration.judged_rows(task, dataset.load(directory).part("test"))
+    predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
+    report = calibration.run(
+        Runner(), task, judged, predictions, model_version=model.version,
+        name=f"promotion_{task}",
+    )  # fmt: skip
+    return [c.describe() for s in report.suites for c in s.failures]

@@ -28,11 +28,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import redis
+from feast import FeatureStore
 
-from adstack.settings import Settings
+from adstack.flows import dataset_dir
+from artifact import registry
+from artifact.manifest import Manifest
+from artifact.registry import CHAMPION, MODEL_NAMES, ResolvedModel
+from artifact.runtime import session
+from core.served_log import SERVED_STREAM
+from core.settings import Settings
+from core.spark import spark_session
 from feature_repo import contract
+from training import dataset
+from training.labels import label_window, labelled_impressions
 from validation import calibration, drift, quality, skew
 from validation.gx import ENGINES, Runner
+from validation.plots import plot_drift
 
 log = logging.getLogger("adstack.validation")
 SUITES = ("quality", "drift", "calibration", "skew")
@@ -60,31 +73,23 @@ def reports_dir(settings: Settings) -> Path:
     return settings.reports_dir / "validation"
 
 
-def load_reference(settings: Settings, model: Any) -> drift.Reference:
+def load_reference(settings: Settings, model: ResolvedModel) -> drift.Reference:
     """The profile the model was registered with; for an older artifact without one, the
     profile of the saved training set's train split (said in the log)."""
     path = model.directory / drift.REFERENCE_FILE
     if path.exists():
         return drift.Reference.read(model.directory)
-    from training import dataset
-    from training.pipeline import dataset_dir
-
-    directory = dataset_dir(settings, model.manifest["task"])
+    directory = dataset_dir(settings, model.manifest.task)
     log.warning("%s has no reference profile: profiling %s", model.directory, directory)
     return drift.reference_profile(dataset.load(directory).part("train"), model.manifest)
 
 
 def recent_traffic(
-    settings: Settings, manifest: dict[str, Any], days: int = 1, seed: int = 0
+    settings: Settings, manifest: Manifest, days: int = 1, seed: int = 0
 ) -> pd.DataFrame:
     """Labelled impressions of the last ``days`` whole days with a final label, with the
     model's features as Feast's point-in-time join returns them."""
-    from feast import FeatureStore
-
-    from training import dataset
-    from training.labels import label_window, labelled_impressions
-
-    task = manifest["task"]
+    task = manifest.task
     _, cutoff = dataset.log_range(settings.data_root)
     end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
     start = end - timedelta(days=days)
@@ -95,9 +100,23 @@ def recent_traffic(
         rows = rows.sample(MAX_TRAFFIC_ROWS, random_state=seed).sort_values("event_timestamp")
     rows = dataset.add_request_features(rows)
     store = FeatureStore(repo_path=str(settings.feature_repo))
-    service = store.get_feature_service(manifest["feature_service"])
+    service = store.get_feature_service(manifest.feature_service)
     joined = store.get_historical_features(entity_df=rows, features=service).to_df()
     return joined.reset_index(drop=True)
+
+
+@dataclass
+class Context:
+    """What every suite of one run shares: where reports go, the GX runner, the engine."""
+
+    settings: Settings
+    runner: Runner
+    out: Path
+    engine: str
+    spark: Any
+    thresholds: drift.Thresholds | None
+    status: Callable[[str], None]
+    plots: list[Path] = field(default_factory=list)
 
 
 def validate(
@@ -111,7 +130,7 @@ def validate(
     served_limit: int = 10_000,
     thresholds: drift.Thresholds | None = None,
     status: Callable[[str], None] = lambda message: None,
-    alias: str = "champion",
+    alias: str = CHAMPION,
 ) -> ValidationRun:
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -120,126 +139,159 @@ def validate(
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     out = reports_dir(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    runner = Runner(docs_dir=out / "data_docs", run_name=stamp)
     as_of = as_of or datetime.now(UTC)
-    spark = _spark() if engine == "spark" else None
+    spark = spark_session("adstack-validate") if engine == "spark" else None
+    context = Context(
+        settings, Runner(docs_dir=out / "data_docs", run_name=stamp), out, engine, spark,
+        thresholds, status,
+    )  # fmt: skip
     summary: dict[str, Any] = {"run": stamp, "engine": engine, "as_of": as_of.isoformat()}
     failures: list[str] = []
-    plots: list[Path] = []
 
     if "quality" in suites:
-        status("quality: feature tables")
-        views = []
-        for spec in contract.ALL_VIEWS.values():
-            streamed = spec.name not in contract.VIEWS
-            path = quality.table_path(settings.data_root, spec)
-            if streamed and not quality.has_data(path):
-                continue  # the stream worker has not pushed yet
-            views.append(quality.check_view(runner, settings.data_root, spec, as_of, engine, spark))
-        summary["quality"] = [v.as_dict() for v in views]
-        failures += [c.describe() for v in views for s in v.suites for c in s.failures]
-
-    models: dict[str, Any] = {}
+        summary["quality"], found = check_quality(context, as_of)
+        failures += found
+    models: dict[str, ResolvedModel] = {}
     if {"drift", "calibration", "skew"} & set(suites):
-        from training import registry
-
-        for task in tasks:
-            models[task] = registry.resolve(settings, registry.MODEL_NAMES[task], alias)
-
+        models = {task: registry.resolve(settings, MODEL_NAMES[task], alias) for task in tasks}
     for task in tasks if {"drift", "calibration"} & set(suites) else ():
         model = models[task]
         status(f"{task}: recent labelled traffic through Feast")
         traffic = recent_traffic(settings, model.manifest, days)
         reference = load_reference(settings, model)
         if "drift" in suites:
-            status(f"{task}: drift of {len(drift.model_inputs(model.manifest))} inputs")
-            frame: Any = traffic
-            if current is not None:
-                frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
-            elif spark is not None:
-                frame = spark_frame(spark, traffic, reference)
-            report = drift.run(runner, reference, frame, thresholds)
-            summary.setdefault("drift", {})[task] = report.as_dict() | {
-                "model_version": model.version
-            }
-            failures += [
-                f"drift {task}: {f.feature} failed {', '.join(f.failed_checks)} "
-                f"(PSI {_figure(f.psi)}, KS {_figure(f.ks)}, mean {_figure(f.reference_mean)} "
-                f"-> {_figure(f.current_mean)})"
-                for f in report.features
-                if f.drifted
-            ]
-            plots += _plot(report, out / "plots", task)
+            summary.setdefault("drift", {})[task], found = check_drift(
+                context, model, traffic, reference, current
+            )
+            failures += found
         if "calibration" in suites:
-            status(f"{task}: calibration of {model.name} v{model.version}")
-            from training.export import session
-
-            judged = calibration.judged_rows(task, traffic)
-            predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
-            report_c = calibration.run(
-                runner, task, judged, predictions, reference, thresholds, model.version
+            summary.setdefault("calibration", {})[task], found = check_calibration(
+                context, model, traffic, reference
             )
-            summary.setdefault("calibration", {})[task] = report_c.as_dict()
-            failures += [
-                c.describe()
-                for s in report_c.suites
-                for c in s.failures
-                if c.check != "advertiser_calibration"
-            ]
-            failures += [
-                f"calibration {task}: advertiser {a['advertiser_id']} predicted "
-                f"{a['predicted']:.1f} against {a['positives']} observed (ratio "
-                f"{a['calibration_ratio']:.2f}, z {a['calibration_z']:.1f})"
-                for a in report_c.as_dict()["advertisers_miscalibrated"]
-            ]
-
+            failures += found
     if "skew" in suites:
-        status("skew: served log against Feast's offline values")
-        import redis
-        from feast import FeatureStore
+        summary["skew"], found = check_skew(context, list(models.values()), served_limit)
+        failures += found
+    return _write(context, stamp, summary, failures)
 
-        client = redis.Redis.from_url(settings.effective_redis_url)
-        served = skew.read_served(client, served_limit)
-        client.close()
-        if not served:
-            summary["skew"] = {"skipped": f"no served rows in {skew.SERVED_STREAM}"}
-        else:
-            refs = list(
-                dict.fromkeys(
-                    f"{f['view']}:{f['name']}"
-                    for model in models.values()
-                    for f in model.manifest["features"]
-                )
-            )
-            store = FeatureStore(repo_path=str(settings.feature_repo))
-            report_s = skew.run(runner, store, served, refs)
-            summary["skew"] = report_s.as_dict()
-            table = report_s.table.set_index("feature")
-            failures += [
-                f"skew: {name} mismatches on {table.at[name, 'mismatch_rate']:.1%} of served "
-                f"rows (max |diff| {table.at[name, 'max_abs_diff']:.4g}), e.g. {examples[0]}"
-                for name, examples in report_s.examples.items()
-                if table.at[name, "mismatch_rate"] > skew.MAX_MISMATCH_RATE
-            ]
 
-    docs = runner.build_docs()
+def check_quality(context: Context, as_of: datetime) -> tuple[list[dict], list[str]]:
+    """Every feature view's offline table; a streamed view only once it has been pushed."""
+    context.status("quality: feature tables")
+    root = context.settings.data_root
+    views = []
+    for spec in contract.ALL_VIEWS.values():
+        streamed = spec.name not in contract.VIEWS
+        if streamed and not quality.has_data(quality.table_path(root, spec)):
+            continue  # the stream worker has not pushed yet
+        views.append(
+            quality.check_view(context.runner, root, spec, as_of, context.engine, context.spark)
+        )
+    failures = [c.describe() for v in views for s in v.suites for c in s.failures]
+    return [v.as_dict() for v in views], failures
+
+
+def check_drift(
+    context: Context,
+    model: ResolvedModel,
+    traffic: pd.DataFrame,
+    reference: drift.Reference,
+    current: Path | None,
+) -> tuple[dict, list[str]]:
+    """The model's inputs and predictions on recent traffic against its reference."""
+    task = model.manifest.task
+    context.status(f"{task}: drift of {len(drift.model_inputs(model.manifest))} inputs")
+    frame: Any = traffic
+    spark = context.spark
+    if current is not None:
+        frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
+    elif spark is not None:
+        frame = spark_frame(spark, traffic, reference)
+    report = drift.run(context.runner, reference, frame, context.thresholds)
+    failures = [
+        f"drift {task}: {f.feature} failed {', '.join(f.failed_checks)} "
+        f"(PSI {_figure(f.psi)}, KS {_figure(f.ks)}, mean {_figure(f.reference_mean)} "
+        f"-> {_figure(f.current_mean)})"
+        for f in report.features
+        if f.drifted
+    ]
+    context.plots += _plot(report, context.out / "plots", task)
+    return report.as_dict() | {"model_version": model.version}, failures
+
+
+def check_calibration(
+    context: Context, model: ResolvedModel, traffic: pd.DataFrame, reference: drift.Reference
+) -> tuple[dict, list[str]]:
+    """The model, scored through its artifact, on recent labelled traffic."""
+    task = model.manifest.task
+    context.status(f"{task}: calibration of {model.name} v{model.version}")
+    judged = calibration.judged_rows(task, traffic)
+    predictions = calibration.predict(session(model.onnx_path), model.manifest, judged)
+    report = calibration.run(
+        context.runner, task, judged, predictions, reference, context.thresholds, model.version
+    )
+    summary = report.as_dict()
+    failures = [
+        c.describe()
+        for s in report.suites
+        for c in s.failures
+        if c.check != "advertiser_calibration"
+    ]
+    failures += [
+        f"calibration {task}: advertiser {a['advertiser_id']} predicted "
+        f"{a['predicted']:.1f} against {a['positives']} observed (ratio "
+        f"{a['calibration_ratio']:.2f}, z {a['calibration_z']:.1f})"
+        for a in summary["advertisers_miscalibrated"]
+    ]
+    return summary, failures
+
+
+def check_skew(
+    context: Context, models: list[ResolvedModel], served_limit: int
+) -> tuple[dict, list[str]]:
+    """The newest rows of the scorer's served log against Feast's offline values."""
+    context.status("skew: served log against Feast's offline values")
+    settings = context.settings
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    served = skew.read_served(client, served_limit)
+    client.close()
+    if not served:
+        return {"skipped": f"no served rows in {SERVED_STREAM}"}, []
+    refs = list(
+        dict.fromkeys(f"{f['view']}:{f['name']}" for m in models for f in m.manifest.features)
+    )
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    report = skew.run(context.runner, store, served, refs)
+    table = report.table.set_index("feature")
+    failures = [
+        f"skew: {name} mismatches on {table.at[name, 'mismatch_rate']:.1%} of served "
+        f"rows (max |diff| {table.at[name, 'max_abs_diff']:.4g}), e.g. {examples[0]}"
+        for name, examples in report.examples.items()
+        if table.at[name, "mismatch_rate"] > skew.MAX_MISMATCH_RATE
+    ]
+    return report.as_dict(), failures
+
+
+def _write(
+    context: Context, stamp: str, summary: dict[str, Any], failures: list[str]
+) -> ValidationRun:
+    docs = context.runner.build_docs()
     summary |= {
         "passed": not failures,
         "failures": failures,
         "data_docs": str(docs) if docs else None,
-        "plots": [str(p) for p in plots],
+        "plots": [str(p) for p in context.plots],
     }
+    out = context.out
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite(summary), indent=2, default=_json)
     (out / "summary.json").write_text(text)
     (out / "runs").mkdir(exist_ok=True)
     (out / "runs" / f"{stamp}.json").write_text(text)
-    return ValidationRun(out, summary, docs, plots)
+    return ValidationRun(out, summary, docs, context.plots)
 
 
 def _plot(report: drift.DriftReport, directory: Path, task: str) -> list[Path]:
-    from validation.plots import plot_drift
-
     ranked = sorted(
         (f for f in report.features if f.drifted),
         key=lambda f: -(f.psi if f.psi is not None else 0.0),
@@ -259,8 +311,6 @@ def spark_frame(spark: Any, frame: pd.DataFrame, reference: drift.Reference) -> 
     """The compared inputs as a Spark DataFrame: categories as strings, numbers as
     doubles, and missing values as nulls (through Arrow; a pandas NaN would become
     Spark's NaN, which Spark counts as a value)."""
-    import pyarrow as pa
-
     columns = {}
     for p in reference.columns:
         values = frame[p.name]
@@ -269,12 +319,6 @@ def spark_frame(spark: Any, frame: pd.DataFrame, reference: drift.Reference) -> 
         else:
             columns[p.name] = pd.to_numeric(values, errors="coerce").astype("float64")
     return spark.createDataFrame(pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False))
-
-
-def _spark():
-    from pipelines.spark import spark_session
-
-    return spark_session("adstack-validate")
 
 
 def _figure(value: float | None) -> str:
