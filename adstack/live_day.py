@@ -26,6 +26,7 @@ from rich.progress import Progress, TaskID
 
 from adstack import processes, redis_server
 from core import events as canonical
+from core import units
 from core.event_bus import IMPRESSION, STREAM_KEY, EventProducer, Events
 from core.settings import Settings
 from feature_repo import contract
@@ -333,7 +334,7 @@ def budget_use(settings: Settings, events: Events, end: datetime) -> dict:
     )
     pushed = pushed[pushed.event_timestamp < end].sort_values("event_timestamp")
     spend = pushed.groupby("campaign_id")[SPEND_TODAY].last()
-    billed = pd.Series(events.cost_micros / contract.SPEND_MICROS).groupby(events.campaign_id).sum()
+    billed = pd.Series(events.cost_micros / units.MONEY_MICROS).groupby(events.campaign_id).sum()
     campaigns = canonical.read_table(
         canonical.CAMPAIGNS, canonical.events_root(settings.data_root),
         ["campaign_id", "daily_budget"],

@@ -22,8 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.units import MICROS_PER_DAY
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-MICROS_PER_DAY = 86_400_000_000
 
 
 @dataclass(frozen=True)

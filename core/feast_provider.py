@@ -40,12 +40,12 @@ from feast.repo_config import RepoConfig
 from feast.type_map import feast_value_type_to_pa
 
 from core.feast_redis import BATCH_ROWS, RedisWriter, row_layout
+from core.units import MICROS_PER_DAY
 from feature_repo import contract
 
 PARTITIONED_SUFFIX = "/*/*.parquet"
 # A zero-row partition: Spark skips folders starting with "_", so it has to look real.
 SCHEMA_FOLDER = contract.SCHEMA_FOLDER
-MICROS_PER_DAY = 86_400_000_000
 
 
 def partitioned_directory(source: DataSource | None) -> Path | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -39,25 +38,20 @@ from core.feast_codec import (
     stored_nanos,
     timestamps_micros,
 )
-from core.settings import get_settings
+from core.settings import RedisAddress, get_settings
 
 
 def feast_connection_string(url: str) -> str:
     """``redis://[user:password@]host:port/db`` -> Feast's ``host:port,db=N,...``."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss"):
-        raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
-    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
-    db = parsed.path.lstrip("/")
-    if db:
-        if not db.isdigit():
-            raise ValueError(f"REDIS_URL database must be a number, got {db!r} in {url!r}")
-        parts.append(f"db={db}")
-    if parsed.username:
-        parts.append(f"username={unquote(parsed.username)}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    if parsed.scheme == "rediss":
+    address = RedisAddress.parse(url)
+    parts = [f"{address.host}:{address.port}"]
+    if address.db:
+        parts.append(f"db={address.db}")
+    if address.username:
+        parts.append(f"username={address.username}")
+    if address.password:
+        parts.append(f"password={address.password}")
+    if address.tls:
         parts.append("ssl=true")
     return ",".join(parts)
 

@@ -8,8 +8,10 @@ touches the environment. Tests override by setting variables and calling
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,3 +52,32 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where ``REDIS_URL`` points: ``redis[s]://[user:password@]host:port/db``."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
+        db = parsed.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"REDIS_URL database must be a number, got {db!r} in {url!r}")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            db=int(db or 0),
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            tls=parsed.scheme == "rediss",
+        )

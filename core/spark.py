@@ -12,7 +12,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+
+from core import units
 
 # Settings the jobs' correctness depends on, whatever the cluster defaults are: day
 # boundaries in UTC, Parquet timestamps in microseconds (Spark writes INT96 by default,
@@ -67,3 +70,9 @@ def spark_job(app_name: str, master: str | None = None) -> Iterator[SparkSession
     finally:
         if active is None:
             spark.stop()
+
+
+def money_micros(amount: Column) -> Column:
+    """Amounts of the currency as whole micros, rounded half to even like
+    :func:`core.units.money_micros` (``bround``; ``round`` would round half up)."""
+    return F.bround(amount * units.MONEY_MICROS).cast("long")

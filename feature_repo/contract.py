@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.units import MICROS_PER_DAY, MICROS_PER_HOUR
+
 
 @dataclass(frozen=True)
 class Window:
@@ -67,10 +69,6 @@ PROFILE_TTL = timedelta(0)
 CTR_PRIOR_STRENGTH = 200.0
 CVR_PRIOR_STRENGTH = 20.0
 
-# Spend is summed in whole micros of the currency, batch and stream alike: integer sums
-# are exact whatever order the engine adds them in, so a rerun gives the same bits and
-# the two paths agree to the last digit. Features divide by this once, at the end.
-SPEND_MICROS = 1_000_000
 
 INT64 = "int64"
 FLOAT64 = "float64"
@@ -281,6 +279,17 @@ STREAM_WINDOWS = (
     StreamWindow("24h", timedelta(hours=24), HOUR_TILE),
 )
 TODAY = StreamWindow("today", timedelta(days=1), HOUR_TILE, calendar_day=True)
+
+
+def stream_window(label: str) -> StreamWindow:
+    """A streamed window by its label ("5m", "1h", "24h", "today")."""
+    for window in (*STREAM_WINDOWS, TODAY):
+        if window.label == label:
+            return window
+    labels = [w.label for w in (*STREAM_WINDOWS, TODAY)]
+    raise KeyError(f"no stream window {label!r}; the contract has {labels}")
+
+
 ALLOWED_LATENESS = timedelta(minutes=5)
 # A streamed row holds until the entity's next push. The worker pushes whenever a value
 # changes, including when a tile leaves a window, so an entity with a non-zero value is
@@ -312,11 +321,11 @@ CAMPAIGN_STREAM = ViewSpec(
     (
         *windowed("campaign", (("impressions", INT64), ("clicks", INT64), *SPEND), (TODAY,)),
         Feature(
-            feature_name("campaign", "spend", STREAM_WINDOWS[1]),
+            feature_name("campaign", "spend", stream_window("1h")),
             FLOAT64,
             bounds=NON_NEGATIVE,
             measure="spend",
-            window=STREAM_WINDOWS[1].label,
+            window=stream_window("1h").label,
         ),  # fmt: skip
     ),
     STREAM_TTL,
@@ -384,9 +393,6 @@ REQUEST_FEATURES = (
 # Entity ids the models read directly (hashed into embedding buckets), besides the
 # feature service's features. The category joins the user-by-category view.
 MODEL_ENTITY_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id", "category")
-
-MICROS_PER_HOUR = 3_600_000_000
-MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 
 
 def request_features(

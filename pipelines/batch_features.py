@@ -42,9 +42,9 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import events
+from core import events, units
 from core.settings import get_settings
-from core.spark import spark_job
+from core.spark import money_micros, spark_job
 from feature_repo import contract
 from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
 from feature_repo.contract import Window as Span
@@ -58,12 +58,7 @@ ACTIVE_MEASURES = {
     contract.CAMPAIGN_DAILY.name: COUNTS,
     contract.USER_CATEGORY_DAILY.name: ("impressions", "clicks"),
 }
-MICROS_PER_DAY = 86_400_000_000
 EPOCH = date(1970, 1, 1)
-
-
-def _micros(span: timedelta) -> int:
-    return span // timedelta(microseconds=1)
 
 
 def _day_index(day: date) -> int:
@@ -144,7 +139,7 @@ def attributed_events(
     Columns: event_timestamp (the event's own time), user_id, ad_id, campaign_id,
     advertiser_id, category, impressions, clicks, conversions (0 or 1) and spend (the
     clearing price, billed at the click for CPC ads and at the conversion for CPA ads, in
-    whole micros: ``contract.SPEND_MICROS``).
+    whole micros: ``core.units``).
     """
     shown = impressions.join(
         F.broadcast(ads.select("ad_id", "campaign_id", "advertiser_id", "category", "bid_type")),
@@ -179,23 +174,21 @@ def attributed_events(
             F.col(at).alias("event_timestamp"),
             *keys,
             *(F.lit(int(kind == c)).cast("long").alias(c) for c in COUNTS),
-            # Half to even, as np.round where the stream's cost_micros are made.
-            F.when(billed, F.bround(F.col("price") * contract.SPEND_MICROS))
-            .otherwise(0)
-            .cast("long")
-            .alias("spend"),
+            F.when(billed, money_micros(F.col("price"))).otherwise(0).cast("long").alias("spend"),
         )
 
     return (
-        rows(shown, "shown_at", "impressions", None)
-        .unionByName(rows(clicked, "clicked_at", "clicks", "CPC"))
-        .unionByName(rows(converted, "converted_at", "conversions", "CPA"))
+        rows(shown, "shown_at", "impressions", units.billed_bid_type("impression"))
+        .unionByName(rows(clicked, "clicked_at", "clicks", units.billed_bid_type("click")))
+        .unionByName(
+            rows(converted, "converted_at", "conversions", units.billed_bid_type("conversion"))
+        )
     )
 
 
 def _within(start: str, end: str, span: timedelta) -> Column:
     gap = F.unix_micros(F.col(end)) - F.unix_micros(F.col(start))
-    return (gap >= 0) & (gap <= _micros(span))
+    return (gap >= 0) & (gap <= units.span_micros(span))
 
 
 def daily_partials(events: DataFrame, keys: Sequence[str], measures: Sequence[str]) -> DataFrame:
@@ -430,8 +423,8 @@ def ad_features(
             F.col(f"prior_cvr_{w.label}"),
             contract.CVR_PRIOR_STRENGTH,
         )
-    end_micros = F.col("end_day").cast("long") * MICROS_PER_DAY
-    age = (end_micros - F.unix_micros("first_impression_at")) / MICROS_PER_DAY
+    end_micros = F.col("end_day").cast("long") * units.MICROS_PER_DAY
+    age = (end_micros - F.unix_micros("first_impression_at")) / units.MICROS_PER_DAY
     columns[contract.AD_AGE.name] = F.when(age > 0, age)
     return _stamped(frame, spec, columns)
 
@@ -446,7 +439,7 @@ def spender_features(
     columns = _names(spec, prefix, rolled)
     for w in BATCH_WINDOWS:
         clicks = F.col(f"clicks_{w.label}")
-        columns[f"{prefix}_spend_{w.label}"] = F.col(f"spend_{w.label}") / contract.SPEND_MICROS
+        columns[f"{prefix}_spend_{w.label}"] = F.col(f"spend_{w.label}") / units.MONEY_MICROS
         columns[f"{prefix}_ctr_{w.label}"] = rate(clicks, F.col(f"impressions_{w.label}"))
         columns[f"{prefix}_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
     return _stamped(rolled, spec, columns)

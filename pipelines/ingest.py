@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core import events
+from core import events, units
 from pipelines.adapters import avazu, criteo, generic, open_bandit, talkingdata
 from pipelines.adapters.flatlog import (
     FLOAT,
@@ -141,10 +141,6 @@ class AcceptedSoFar:
     def remember(self, table: str, ids: pd.Series) -> None:
         values = ids.dropna().to_numpy(np.int64)
         self.keys[table] = np.concatenate([self.keys.get(table, np.empty(0, np.int64)), values])
-
-
-def _micros(times: pd.Series) -> np.ndarray:
-    return times.astype("datetime64[us, UTC]").astype("int64").to_numpy()
 
 
 def _lookup_time(ids: np.ndarray, micros: np.ndarray, wanted: pd.Series) -> pd.Series:
@@ -297,11 +293,13 @@ class Ingestor:
         elif table is events.IMPRESSIONS:
             acc.impression_ids = np.concatenate([acc.impression_ids, key.to_numpy(np.int64)])
             acc.impression_micros = np.concatenate(
-                [acc.impression_micros, _micros(good["event_timestamp"])]
+                [acc.impression_micros, units.series_micros(good["event_timestamp"])]
             )
         elif table is events.CLICKS:
             acc.click_ids = np.concatenate([acc.click_ids, key.to_numpy(np.int64)])
-            acc.click_micros = np.concatenate([acc.click_micros, _micros(good["event_timestamp"])])
+            acc.click_micros = np.concatenate(
+                [acc.click_micros, units.series_micros(good["event_timestamp"])]
+            )
 
     def canonical_source(self, root: Path) -> None:
         if not root.is_dir():

@@ -24,14 +24,9 @@ import numpy as np
 import pandas as pd
 
 from core import events as canonical
+from core import units
 from core.event_bus import CLICK, CONVERSION, IMPRESSION, EventProducer, Events
 from feature_repo import contract
-
-MICROS = 1_000_000
-
-
-def _micros(delta) -> int:
-    return int(delta.total_seconds() * MICROS)
 
 
 def _read(table: canonical.Table, events_root: Path, columns: list[str]) -> pd.DataFrame:
@@ -58,13 +53,11 @@ def stream_events(
     )
     ads = _read(canonical.ADS, root, ["ad_id", "campaign_id", "bid_type"])
     shown = impressions.merge(ads, on="ad_id", how="inner", validate="many_to_one")
-    shown["price_micros"] = np.round(
-        shown.price_paid.fillna(0.0).to_numpy() * contract.SPEND_MICROS
-    ).astype(np.int64)
+    shown["price_micros"] = units.money_micros(shown.price_paid.fillna(0.0).to_numpy())
     clicks = _read(canonical.CLICKS, root, ["impression_id", "event_timestamp"])
     clicks = clicks.merge(shown, on="impression_id", suffixes=("", "_shown"))
     gap = clicks.event_timestamp - clicks.event_timestamp_shown
-    clicks = clicks[(gap >= 0) & (gap <= _micros(contract.CLICK_WINDOW))]
+    clicks = clicks[(gap >= 0) & (gap <= units.span_micros(contract.CLICK_WINDOW))]
     conversions = _read(canonical.CONVERSIONS, root, ["impression_id", "event_timestamp"])
     conversions = conversions.merge(
         clicks[["impression_id", "event_timestamp", "user_id", "ad_id", "campaign_id"]]
@@ -73,7 +66,7 @@ def stream_events(
         on="impression_id",
     )
     gap = conversions.event_timestamp - conversions.clicked_at
-    conversions = conversions[(gap >= 0) & (gap <= _micros(contract.ATTRIBUTION_WINDOW))]
+    conversions = conversions[(gap >= 0) & (gap <= units.span_micros(contract.ATTRIBUTION_WINDOW))]
 
     def rows(frame: pd.DataFrame, kind: int, billed_as: str | None) -> pd.DataFrame:
         billed = (frame.bid_type == billed_as) if billed_as else np.zeros(len(frame), bool)
@@ -91,9 +84,9 @@ def stream_events(
 
     frame = pd.concat(
         [
-            rows(shown, IMPRESSION, None),
-            rows(clicks, CLICK, "CPC"),
-            rows(conversions, CONVERSION, "CPA"),
+            rows(shown, IMPRESSION, units.billed_bid_type("impression")),
+            rows(clicks, CLICK, units.billed_bid_type("click")),
+            rows(conversions, CONVERSION, units.billed_bid_type("conversion")),
         ],
         ignore_index=True,
     )
@@ -109,7 +102,7 @@ def stream_events(
 def _epoch_micros(instant: datetime) -> int:
     if instant.tzinfo is None:
         raise ValueError(f"{instant} has no time zone; pass UTC instants")
-    return int(pd.Timestamp(instant).value // 1000)
+    return units.instant_micros(instant)
 
 
 @dataclass(frozen=True)
@@ -147,11 +140,13 @@ def replay(
         if speed == 0:
             due = min(len(events), sent + chunk)
         else:
-            replayed_micros = (clock() - started) * speed * MICROS
+            replayed_micros = (clock() - started) * speed * units.MICROS_PER_SECOND
             due = int(np.searchsorted(events.ts, events.ts[0] + replayed_micros, side="right"))
             due = min(due, sent + chunk)
             if due == sent:
-                wait = (events.ts[sent] - events.ts[0]) / MICROS / speed - (clock() - started)
+                wait = (events.ts[sent] - events.ts[0]) / units.MICROS_PER_SECOND / speed - (
+                    clock() - started
+                )
                 sleep(min(max(wait, 0.0), 0.5))
                 continue
         producer.send(events.take(np.arange(sent, due)))

@@ -42,9 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import events
-
-MICROS_PER_SECOND = 1_000_000
-MICROS_PER_DAY = events.MICROS_PER_DAY
+from core.units import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND, instant_micros
 
 DEVICES = ("mobile", "desktop", "tablet")
 DEVICE_MIX = np.array([0.60, 0.32, 0.08])
@@ -100,7 +98,7 @@ class SimulationConfig:
 
     @property
     def start_micros(self) -> int:
-        return int(self.start.timestamp()) * MICROS_PER_SECOND
+        return instant_micros(self.start)
 
     @property
     def end_micros(self) -> int:
@@ -336,9 +334,7 @@ def simulate_chunk(
     ends = np.cumsum(slots)
     hour = rng.choice(24, n_requests, p=HOUR_TRAFFIC / HOUR_TRAFFIC.sum())
     request_ts = np.sort(
-        day_start
-        + hour * 3_600 * MICROS_PER_SECOND
-        + rng.integers(0, 3_600 * MICROS_PER_SECOND, n_requests)
+        day_start + hour * MICROS_PER_HOUR + rng.integers(0, MICROS_PER_HOUR, n_requests)
     )
     request_user = np.searchsorted(world.user_activity_cdf, rng.random(n_requests))
     request_user = np.minimum(request_user, cfg.users - 1)
@@ -356,7 +352,7 @@ def simulate_chunk(
     users = request_user[request_index]
     device = request_device[request_index]
     placement = request_placement[request_index]
-    hours = (ts - day_start) // (3_600 * MICROS_PER_SECOND)
+    hours = (ts - day_start) // MICROS_PER_HOUR
     ads = _pick_ads(world, rng, users, ts, day)
 
     affinity = world.affinity_on(day)[users, world.ad_category[ads]]

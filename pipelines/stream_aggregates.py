@@ -26,18 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core import units
 from core.event_bus import CLICK, IMPRESSION, Events
 from feature_repo import contract
 from feature_repo.contract import StreamWindow, ViewSpec
 
-MICROS = 1_000_000
-DAY_MICROS = 86_400 * MICROS
 RAW_MEASURES = ("impressions", "clicks", "spend")
 WINDOWS = (*contract.STREAM_WINDOWS, contract.TODAY)
-
-
-def micros(delta) -> int:
-    return int(delta.total_seconds() * MICROS)
 
 
 @dataclass(frozen=True)
@@ -101,9 +96,9 @@ def window_start(at: np.ndarray | int, window: StreamWindow) -> np.ndarray:
     """First instant counted by ``window`` at ``at`` (UTC microseconds)."""
     at = np.asarray(at, dtype=np.int64)
     if window.calendar_day:
-        return at // DAY_MICROS * DAY_MICROS
-    tile = micros(window.tile)
-    return at // tile * tile - micros(window.length)
+        return at // units.MICROS_PER_DAY * units.MICROS_PER_DAY
+    tile = units.span_micros(window.tile)
+    return at // tile * tile - units.span_micros(window.length)
 
 
 def finish(
@@ -119,7 +114,7 @@ def finish(
                 rate = np.minimum(total[:, 1] / impressions, 1.0)
             columns[name] = np.where(impressions > 0, rate, np.nan)
         elif measure == "spend":
-            columns[name] = total[:, 2] / contract.SPEND_MICROS
+            columns[name] = total[:, 2] / units.MONEY_MICROS
         else:
             columns[name] = total[:, RAW_MEASURES.index(measure)].astype(np.int64)
     columns["event_timestamp"] = pd.to_datetime(
@@ -266,7 +261,7 @@ class ViewState:
     def new(cls, view: StreamView, lateness: int) -> ViewState:
         rings = {}
         for tile, windows in _windows_by_tile(view).items():
-            longest = max(micros(w.length) for w in windows)
+            longest = max(units.span_micros(w.length) for w in windows)
             # Whole window + the tile being filled + lateness + one spare either side.
             positions = longest // tile + 2 + -(-lateness // tile) + 2
             dtype = np.int64 if "spend" in [RAW_MEASURES[m] for m in view.measures] else np.int32
@@ -276,7 +271,7 @@ class ViewState:
     def sums(self, slots: np.ndarray, at: int) -> dict[str, np.ndarray]:
         out = {}
         for window in self.view.windows:
-            ring = self.rings[micros(window.tile)]
+            ring = self.rings[units.span_micros(window.tile)]
             first = int(window_start(at, window)) // ring.tile
             out[window.label] = ring.window_sum(slots, first, (at - 1) // ring.tile)
         return out
@@ -285,18 +280,18 @@ class ViewState:
         """Slots whose value changes at ``boundary`` because a tile leaves a window."""
         found = []
         for window in self.view.windows:
-            ring = self.rings[micros(window.tile)]
+            ring = self.rings[units.span_micros(window.tile)]
             if boundary % ring.tile:
                 continue
             if window.calendar_day:
-                if boundary % DAY_MICROS == 0:
-                    first = (boundary - DAY_MICROS) // ring.tile
+                if boundary % units.MICROS_PER_DAY == 0:
+                    first = (boundary - units.MICROS_PER_DAY) // ring.tile
                     found += [
                         ring.slots_by_tile.get(t) for t in range(first, boundary // ring.tile)
                     ]
                 continue
             # The tile that was the first counted just before the boundary.
-            leaving = boundary // ring.tile - micros(window.length) // ring.tile - 1
+            leaving = boundary // ring.tile - units.span_micros(window.length) // ring.tile - 1
             found.append(ring.slots_by_tile.get(leaving))
         found = [f for f in found if f is not None and len(f)]
         return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
@@ -305,7 +300,7 @@ class ViewState:
 def _windows_by_tile(view: StreamView) -> dict[int, list[StreamWindow]]:
     out: dict[int, list[StreamWindow]] = {}
     for window in view.windows:
-        out.setdefault(micros(window.tile), []).append(window)
+        out.setdefault(units.span_micros(window.tile), []).append(window)
     return out
 
 
@@ -331,7 +326,7 @@ class StreamAggregator:
         self.lateness = lateness
         self.states = {view.spec.name: ViewState.new(view, lateness) for view in views}
         self.watermark: int | None = None
-        self.boundary = micros(contract.MINUTE_TILE)
+        self.boundary = units.span_micros(contract.MINUTE_TILE)
 
     def apply(self, events: Events) -> Step:
         if not len(events):

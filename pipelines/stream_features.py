@@ -50,10 +50,11 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from core import units
 from core.event_bus import FIELDS, KINDS, STREAM_KEY, Decoded, decode, entry_millis
 from core.settings import get_settings
 from feature_repo import contract
-from pipelines.stream_aggregates import STREAM_VIEWS, Step, StreamAggregator, micros
+from pipelines.stream_aggregates import STREAM_VIEWS, Step, StreamAggregator
 
 STAGES = ("read", "aggregate", "push_online", "push_offline", "commit")
 
@@ -67,7 +68,7 @@ class WorkerConfig:
     views: tuple[str, ...] = tuple(STREAM_VIEWS)
     batch_size: int = 10_000
     batch_wait: float = 0.2
-    lateness: int = micros(contract.ALLOWED_LATENESS)
+    lateness: int = units.span_micros(contract.ALLOWED_LATENESS)
     lease_seconds: float = 10.0
     # Stop after this many seconds without a new entry (None: run until signalled).
     exit_when_idle: float | None = None

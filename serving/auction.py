@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.units import MICROS_PER_DAY
+
 CPC, CPA = 0, 1
 BID_TYPES = {"CPC": CPC, "CPA": CPA}
 MILLE = 1000.0
-MICROS_PER_DAY = 86_400_000_000
 
 
 def quality(bid_type: np.ndarray, pctr: np.ndarray, pcvr: np.ndarray) -> np.ndarray:
@@ -79,7 +80,7 @@ class Exploration:
     the draw alone).
     """
 
-    weight: float = 0.0
+    weight: float = 0.3
     max_impressions: int = 1000
     prior_strength: float = 50.0
 
@@ -113,6 +114,7 @@ class Outcome:
     price: np.ndarray  # per billable action, for each winner
     ecpm: np.ndarray  # every candidate's ranking eCPM (0 where ineligible)
     eligible: np.ndarray  # bool per candidate
+    below_reserve: np.ndarray  # bool: not excluded, but its eCPM is under the reserve
 
 
 def run(
@@ -137,8 +139,9 @@ def run(
         raise ValueError("reserve must not be negative")
     paced = np.asarray(bid, dtype=np.float64) * multiplier
     ecpm = MILLE * np.nan_to_num(paced, nan=0.0) * ranking_quality
-    eligible = ~np.asarray(excluded, dtype=bool) & ~np.isnan(paced) & (ecpm > 0)
-    eligible &= ecpm >= reserve_ecpm
+    excluded = np.asarray(excluded, dtype=bool)
+    below_reserve = ~excluded & (ecpm < reserve_ecpm)
+    eligible = ~excluded & ~np.isnan(paced) & (ecpm > 0) & ~below_reserve
     ecpm = np.where(eligible, ecpm, 0.0)
     candidates = np.flatnonzero(eligible)
     # lexsort: last key first. eCPM descending, model quality descending, ad id ascending.
@@ -150,4 +153,57 @@ def run(
     threshold = np.maximum(reserve_ecpm, next_ecpm)
     per_action = threshold / (MILLE * np.maximum(model_quality[winners], 1e-12))
     price = np.minimum(per_action, paced[winners])
-    return Outcome(winners.astype(np.int64), price, ecpm, eligible)
+    return Outcome(winners.astype(np.int64), price, ecpm, eligible, below_reserve)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One auction decided: the outcome and the per-candidate inputs that made it."""
+
+    outcome: Outcome
+    multiplier: np.ndarray  # pacing multiplier per candidate
+    exhausted: np.ndarray  # bool: budget spent
+    explored: np.ndarray  # bool: ranked on an exploration draw
+    draw: np.ndarray  # the draw, NaN where not explored
+
+
+def decide(
+    ad_id: np.ndarray,
+    bid: np.ndarray,
+    bid_type: np.ndarray,
+    pctr: np.ndarray,
+    pcvr: np.ndarray,
+    delivery: tuple[np.ndarray, np.ndarray],
+    budget: tuple[np.ndarray, np.ndarray],
+    now_micros: int,
+    excluded: np.ndarray,
+    slots: int,
+    reserve_ecpm: float,
+    pacing: Pacing,
+    exploration: Exploration | None,
+    rng: np.random.Generator | None = None,
+) -> Decision:
+    """Pacing, exploration, quality, eCPM, reserve and GSP prices, each computed once.
+
+    ``delivery``: the ads' streamed (impressions, clicks) of the last 24 hours (NaN: none
+    streamed); ``budget``: the campaigns' (spend today, daily budget); ``pcvr`` NaN where
+    not scored (CPC ads do not need it to rank); ``exploration`` None: rank on pCTR."""
+    n = len(ad_id)
+    multiplier, exhausted = pacing.multipliers(budget[0], budget[1], now_micros)
+    pcvr = np.nan_to_num(pcvr, nan=0.0)
+    ranking_ctr, explored, draw = pctr, np.zeros(n, bool), np.full(n, np.nan)
+    if exploration is not None and exploration.weight > 0:
+        if rng is None:
+            raise ValueError("exploration needs a random generator")
+        ranking_ctr, explored, draw = exploration.ranking_ctr(pctr, *delivery, rng)
+    outcome = run(
+        ad_id,
+        bid,
+        quality(bid_type, pctr, pcvr),
+        quality(bid_type, ranking_ctr, pcvr),
+        multiplier,
+        np.asarray(excluded, dtype=bool) | exhausted,
+        slots,
+        reserve_ecpm,
+    )
+    return Decision(outcome, multiplier, exhausted, explored, draw)

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from core.settings import Settings
+from serving.auction import Exploration, Pacing
 
 DEVELOPMENT_TOKEN = "adstack-development-token"
 
@@ -35,12 +36,12 @@ class ServingSettings(Settings):
     redis_backoff_s: float = Field(default=1.0, ge=0)
     redis_max_connections: int = Field(default=64, ge=1)
     # Exploration (Thompson sampling) of ads with few streamed impressions.
-    exploration_weight: float = Field(default=0.3, ge=0, le=1)
-    exploration_max_impressions: int = Field(default=1000, ge=0)
-    exploration_prior_strength: float = Field(default=50.0, gt=0)
+    exploration_weight: float = Field(default=Exploration.weight, ge=0, le=1)
+    exploration_max_impressions: int = Field(default=Exploration.max_impressions, ge=0)
+    exploration_prior_strength: float = Field(default=Exploration.prior_strength, gt=0)
     # Budget pacing against an even daily plan.
-    pacing_gain: float = Field(default=2.0, ge=0)
-    pacing_allowance: float = Field(default=0.02, ge=0, le=1)
+    pacing_gain: float = Field(default=Pacing.gain, ge=0)
+    pacing_allowance: float = Field(default=Pacing.allowance, ge=0, le=1)
     # Share of auction winners logged with their served features and scores (skew checks).
     served_log_sample: float = Field(default=0.05, ge=0, le=1)
     served_log_maxlen: int = Field(default=1_000_000, ge=1)

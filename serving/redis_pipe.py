@@ -19,9 +19,10 @@ import asyncio
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
 
 import hiredis
+
+from core.settings import RedisAddress
 
 
 class RedisReplyError(RuntimeError):
@@ -61,15 +62,10 @@ class RedisPipe:
     """A pool of raw connections for pipelined reads (``execute``)."""
 
     def __init__(self, url: str, max_idle: int = 32, connect_timeout_s: float = 1.0) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "rediss"):
-            raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.db = int(parsed.path.lstrip("/") or 0)
-        self.username = unquote(parsed.username) if parsed.username else None
-        self.password = unquote(parsed.password) if parsed.password else None
-        self.ssl = ssl.create_default_context() if parsed.scheme == "rediss" else None
+        address = RedisAddress.parse(url)
+        self.host, self.port, self.db = address.host, address.port, address.db
+        self.username, self.password = address.username, address.password
+        self.ssl = ssl.create_default_context() if address.tls else None
         self.max_idle = max_idle
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []

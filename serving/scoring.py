@@ -15,7 +15,6 @@ profile changed, costs one more round trip for its campaign, advertiser and cate
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,7 @@ _AD = {f.source: f.name for f in contract.AD_PROFILE.features}
 AD_CAMPAIGN, AD_ADVERTISER, AD_CATEGORY, AD_BID, AD_BID_TYPE = (
     _AD[column] for column in ("campaign_id", "advertiser_id", "category", "bid", "bid_type")
 )
-_DAY = contract.STREAM_WINDOWS[-1]
+_DAY = contract.stream_window("24h")
 AD_IMPRESSIONS_24H = contract.feature_name("ad", "impressions", _DAY)
 AD_CLICKS_24H = contract.feature_name("ad", "clicks", _DAY)
 CAMPAIGN_BUDGET = next(
@@ -302,7 +301,3 @@ def take(columns: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
 def _masked(values: Sequence[int | None]) -> Masked:
     present = np.array([v is not None for v in values], dtype=bool)
     return Masked(np.array([v or 0 for v in values], dtype=np.int64), present)
-
-
-def now_micros() -> int:
-    return time.time_ns() // 1000

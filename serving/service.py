@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,13 @@ from redis.exceptions import RedisError
 
 from artifact.feature_map import Masked
 from artifact.runtime import LoadedModel
-from core import event_bus, served_log
+from core import event_bus, served_log, units
 from feature_repo import contract
 from serving import auction, schemas, scoring
 from serving.auction import Exploration, Pacing
 from serving.config import ServingSettings
 from serving.redis_pipe import RedisPipe, RedisReplyError
-from serving.scoring import Fetched, Request, Scored, Scorer, now_micros
+from serving.scoring import Fetched, Request, Scored, Scorer
 from serving.telemetry import Stopwatch, Telemetry
 
 log = logging.getLogger("adstack.serving")
@@ -32,11 +32,8 @@ FAILURES = (RedisError, RedisReplyError, OSError, asyncio.TimeoutError, TimeoutE
 
 
 def micros_of(moment: datetime | None) -> int:
-    if moment is None:
-        return now_micros()
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000)
+    """A request's instant in UTC micros: the one it states, else now."""
+    return units.now_micros() if moment is None else units.instant_micros(moment)
 
 
 def impression_id(request_id: str, ad_id: int) -> int:
@@ -201,33 +198,32 @@ class Service:
     ) -> AuctionResult:
         n = len(request.ad_ids)
         profiles = fetched.profiles
-        budget = _numbers(columns.get(scoring.CAMPAIGN_BUDGET), n)
-        spend = _numbers(columns.get(scoring.CAMPAIGN_SPEND_TODAY), n)
-        multiplier, exhausted = self.pacing.multipliers(spend, budget, request.timestamp_micros)
-        pcvr = np.nan_to_num(scored.pcvr, nan=0.0)  # not needed (CPC) where not scored
-        model_quality = auction.quality(bid_type, scored.pctr, pcvr)
-        ranking_ctr, explored, draw = scored.pctr, np.zeros(n, bool), np.full(n, np.nan)
-        if body.explore and not fetched.degraded and self.exploration.weight > 0:
-            ranking_ctr, explored, draw = self.exploration.ranking_ctr(
-                scored.pctr,
-                _numbers(columns.get(scoring.AD_IMPRESSIONS_24H), n),
-                _numbers(columns.get(scoring.AD_CLICKS_24H), n),
-                np.random.default_rng(request_seed(body.request_id)),
-            )
-        ranking_quality = auction.quality(bid_type, ranking_ctr, pcvr)
-        outcome = auction.run(
+        explore = body.explore and not fetched.degraded
+        decision = auction.decide(
             request.ad_ids,
             bid,
-            model_quality,
-            ranking_quality,
-            multiplier,
-            unknown | exhausted,
-            body.slots,
-            body.reserve_price,
+            bid_type,
+            scored.pctr,
+            scored.pcvr,
+            delivery=(
+                _numbers(columns.get(scoring.AD_IMPRESSIONS_24H), n),
+                _numbers(columns.get(scoring.AD_CLICKS_24H), n),
+            ),
+            budget=(
+                _numbers(columns.get(scoring.CAMPAIGN_SPEND_TODAY), n),
+                _numbers(columns.get(scoring.CAMPAIGN_BUDGET), n),
+            ),
+            now_micros=request.timestamp_micros,
+            excluded=unknown,
+            slots=body.slots,
+            reserve_ecpm=body.reserve_price,
+            pacing=self.pacing,
+            exploration=self.exploration if explore else None,
+            rng=np.random.default_rng(request_seed(body.request_id)) if explore else None,
         )
+        outcome, explored, draw = decision.outcome, decision.explored, decision.draw
+        multiplier, exhausted = decision.multiplier, decision.exhausted
         self.scorer.fill_cvr(scored, outcome.winners)
-        paced_ecpm = auction.MILLE * np.nan_to_num(bid * multiplier) * ranking_quality
-        below = ~unknown & ~exhausted & (paced_ecpm < body.reserve_price)
         winners = []
         for slot, (i, price) in enumerate(
             zip(outcome.winners.tolist(), outcome.price.tolist(), strict=True)
@@ -263,7 +259,7 @@ class Service:
                 eligible=int(outcome.eligible.sum()),
                 unknown=int(unknown.sum()),
                 budget_exhausted=int((exhausted & ~unknown).sum()),
-                below_reserve=int(below.sum()),
+                below_reserve=int(outcome.below_reserve.sum()),
             ),
             missing_features=scored.missing,
             timings_ms={},

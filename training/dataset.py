@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore
 
-from core import events
+from core import events, units
 from feature_repo import contract
-from training.labels import LabelReport, Task, label_window, labelled_impressions, micros_of
+from training.labels import LabelReport, Task, label_window, labelled_impressions
 
 SPLITS = ("train", "calibration", "test")
 DEFAULT_SERVICES = {"ctr": "ctr_v1", "cvr": "cvr_v1"}
@@ -75,7 +75,7 @@ class SplitDays:
         return cls(start, test - timedelta(days=calibration_days), test, end)
 
     def assign(self, timestamps: pd.Series) -> np.ndarray:
-        micros = micros_of(timestamps)
+        micros = units.series_micros(timestamps)
         bounds = [int(pd.Timestamp(t).value // 1_000) for t in (self.calibration, self.test)]
         return np.asarray(SPLITS, dtype=object)[np.searchsorted(bounds, micros, side="right")]
 
@@ -114,7 +114,7 @@ class TrainingSet:
 def add_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     """The contract's request-time features, computed from the impression's context."""
     values = contract.request_features(
-        micros_of(frame["event_timestamp"]),
+        units.series_micros(frame["event_timestamp"]),
         frame["position"].to_numpy(),
         frame["placement"].to_numpy(),
         frame["device"].to_numpy(),
@@ -179,7 +179,7 @@ def log_range(data_root: Path) -> tuple[datetime, datetime]:
     if shown.num_rows == 0:
         raise ValueError(f"no impressions under {events.events_root(data_root)}")
     micros = shown["event_timestamp"].cast(pa.int64()).to_numpy()
-    day = events.MICROS_PER_DAY
+    day = units.MICROS_PER_DAY
     first, last = int(micros.min()) // day * day, (int(micros.max()) // day + 1) * day
     return (
         pd.Timestamp(first, unit="us", tz="UTC").to_pydatetime(),

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from core import events
+from core import events, units
 from feature_repo import contract
 
 Task = Literal["ctr", "cvr"]
@@ -57,10 +57,6 @@ class LabelReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _micros(instant: datetime) -> int:
-    return int(pd.Timestamp(instant).value // 1_000)
 
 
 def _read(table: events.Table, root: Path, columns: list[str]) -> pd.DataFrame:
@@ -96,11 +92,16 @@ def labelled_impressions(
         ],
     )
     micros = pc.cast(shown["event_timestamp"], "int64")
-    in_range = pc.and_(pc.greater_equal(micros, _micros(start)), pc.less(micros, _micros(end)))
+    in_range = pc.and_(
+        pc.greater_equal(micros, units.instant_micros(start)),
+        pc.less(micros, units.instant_micros(end)),
+    )
     frame = shown.filter(in_range).to_pandas()
     total = len(frame)
-    shown_at = micros_of(frame["event_timestamp"])
-    closed = shown_at + label_window(task) // timedelta(microseconds=1) <= _micros(cutoff)
+    shown_at = units.series_micros(frame["event_timestamp"])
+    closed = shown_at + label_window(task) // timedelta(microseconds=1) <= units.instant_micros(
+        cutoff
+    )
     frame = frame[closed]
 
     ads = _read(events.ADS, data_root, ["ad_id", "campaign_id", "advertiser_id", "category"])
@@ -150,9 +151,4 @@ def outcomes(data_root: Path, shown: pd.DataFrame) -> pd.DataFrame:
 
 
 def _gap(later: pd.Series, earlier: pd.Series) -> np.ndarray:
-    return micros_of(later) - micros_of(earlier)
-
-
-def micros_of(timestamps: pd.Series) -> np.ndarray:
-    """UTC microseconds since the epoch, whatever the series' unit."""
-    return timestamps.astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    return units.series_micros(later) - units.series_micros(earlier)

@@ -31,16 +31,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core import events
+from core import events, units
 from feature_repo import contract
 from training.dataset import TrainingSet
-from training.labels import micros_of
 from training.train import train_and_evaluate
 
 if TYPE_CHECKING:
     from training.train import TrainConfig
 
-DAY = events.MICROS_PER_DAY
+DAY = units.MICROS_PER_DAY
 ACTIVITY_DAYS = contract.LONGEST_BATCH_WINDOW.days + 1
 COUNT_MEASURES = ("impressions", "clicks", "conversions")
 
@@ -62,15 +61,15 @@ def attributed_events(data_root: Path) -> pd.DataFrame:
     shown = read(
         events.IMPRESSIONS, ["impression_id", "event_timestamp", "user_id", "ad_id", "price_paid"]
     ).merge(ads, on="ad_id")
-    shown["shown_at"] = micros_of(shown.pop("event_timestamp"))
+    shown["shown_at"] = units.series_micros(shown.pop("event_timestamp"))
     shown["price"] = shown.pop("price_paid").fillna(0.0)
     clicks = read(events.CLICKS, ["impression_id", "event_timestamp"])
-    clicks["ts"] = micros_of(clicks.pop("event_timestamp"))
+    clicks["ts"] = units.series_micros(clicks.pop("event_timestamp"))
     clicked = clicks.merge(shown, on="impression_id")
     gap = clicked["ts"] - clicked["shown_at"]
     clicked = clicked[(gap >= 0) & (gap <= _span(contract.CLICK_WINDOW))]
     conversions = read(events.CONVERSIONS, ["impression_id", "event_timestamp"])
-    conversions["ts"] = micros_of(conversions.pop("event_timestamp"))
+    conversions["ts"] = units.series_micros(conversions.pop("event_timestamp"))
     converted = conversions.merge(
         clicked[["impression_id", "ts"]].rename(columns={"ts": "clicked_at"}), on="impression_id"
     ).merge(shown, on="impression_id")
@@ -286,7 +285,7 @@ class Recomputer:
     def profile(self, spec: contract.ViewSpec, rows: pd.DataFrame) -> pd.DataFrame:
         table = events.ADS if spec is contract.AD_PROFILE else events.USERS
         catalog = events.read_table(table, events.events_root(self.data_root)).to_pandas()
-        catalog["_at"] = micros_of(catalog[table.time_column])
+        catalog["_at"] = units.series_micros(catalog[table.time_column])
         key = spec.join_keys[0]
         catalog = catalog.sort_values("_at", kind="stable")
         query = rows[[key, "ts"]].reset_index().sort_values("ts", kind="stable")
@@ -356,7 +355,7 @@ def audit(
     rows = (
         frame.sample(min(sample, len(frame)), random_state=seed) if len(frame) > sample else frame
     )
-    rows = rows.assign(ts=micros_of(rows["event_timestamp"]))
+    rows = rows.assign(ts=units.series_micros(rows["event_timestamp"]))
     recompute = Recomputer(data_root, batch_window_ends(data_root))
     reports, compared, mismatches, total_features = [], 0, 0, 0
     for name in views:

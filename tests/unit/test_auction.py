@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.units import MICROS_PER_DAY, MICROS_PER_HOUR
 from serving import auction
 from serving.auction import CPA, CPC, Exploration, Pacing
 
-HOUR = 3_600_000_000
-NOON = 20_000 * auction.MICROS_PER_DAY + 12 * HOUR
+HOUR = MICROS_PER_HOUR
+NOON = 20_000 * MICROS_PER_DAY + 12 * HOUR
 
 
 def _run(bid, q, slots=2, reserve=0.0, ranking=None, multiplier=None, excluded=None, ids=None):
@@ -112,7 +113,7 @@ def test_pacing_spreads_the_budget_over_the_day() -> None:
     multiplier, exhausted = pacing.multipliers(np.array([np.nan]), np.array([10.0]), NOON)
     assert multiplier.tolist() == [1.0] and not exhausted[0]
     # Just after midnight the allowance lets the first sales through.
-    early = 20_000 * auction.MICROS_PER_DAY + 60_000_000
+    early = 20_000 * MICROS_PER_DAY + 60_000_000
     multiplier, _ = Pacing(allowance=0.02).multipliers(np.array([1.0]), np.array([100.0]), early)
     assert multiplier[0] == 1.0
 
@@ -144,3 +145,31 @@ def test_exploration_samples_new_ads_around_their_posterior() -> None:
     )
     assert half[1].tolist() == [True, True, False]
     np.testing.assert_allclose(half[0][:2], 0.02 + 0.5 * (half[2][:2] - 0.02))
+
+
+def test_decide_paces_explores_and_prices_once() -> None:
+    ids = np.array([1, 2, 3, 4])
+    nan = np.nan
+    decision = auction.decide(
+        ids,
+        bid=np.array([1.0, 2.0, 10.0, 0.001]),
+        bid_type=np.array([CPC, CPA, CPC, CPC]),
+        pctr=np.array([0.05, 0.04, 0.05, 0.05]),
+        pcvr=np.array([nan, 0.5, nan, nan]),
+        delivery=(np.full(4, 5000.0), np.full(4, 100.0)),
+        budget=(np.array([0.0, 0.0, 100.0, 0.0]), np.array([nan, nan, 100.0, nan])),
+        now_micros=NOON,
+        excluded=np.zeros(4, bool),
+        slots=2,
+        reserve_ecpm=1.0,
+        pacing=Pacing(),
+        exploration=Exploration(),  # every ad is past max_impressions: nothing explored
+        rng=np.random.default_rng(0),
+    )
+    out = decision.outcome
+    # eCPMs: 50 (ad 1), 40 (ad 2: 2 x 0.04 x 0.5 x 1000), ad 3 spent its budget, ad 4 0.05.
+    assert decision.exhausted.tolist() == [False, False, True, False]
+    assert ids[out.winners].tolist() == [1, 2]
+    assert out.below_reserve.tolist() == [False, False, False, True]
+    assert not decision.explored.any()
+    assert out.price.tolist() == pytest.approx([40.0 / (1000 * 0.05), 1.0 / (1000 * 0.02)])

@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 
 from core.event_bus import CLICK, CONVERSION, IMPRESSION, Events, decode
+from core.units import span_micros
 from feature_repo import contract
-from pipelines.stream_aggregates import STREAM_VIEWS, StreamAggregator, micros, recompute
+from pipelines.stream_aggregates import STREAM_VIEWS, StreamAggregator, recompute
 
 T0 = int(pd.Timestamp("2026-01-05 10:00:00", tz="UTC").value // 1000)
 MIN = 60_000_000
 USER, AD = STREAM_VIEWS["user_stream"], STREAM_VIEWS["ad_stream"]
 CAMPAIGN = STREAM_VIEWS["campaign_stream"]
-LATENESS = micros(contract.ALLOWED_LATENESS)
+LATENESS = span_micros(contract.ALLOWED_LATENESS)
 
 
 def events(*rows: tuple[int, float, int]) -> Events:
