@@ -7,6 +7,7 @@ MLflow, and ``adstack --help`` or ``adstack redis start`` should not wait for th
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adstack import redis_server
-from core.settings import get_settings
+from core.settings import api_token_file, get_settings, read_or_create_token
 
 app = typer.Typer(help="adstack: a feature-store-centric ads ML platform.", no_args_is_help=True)
 redis_app = typer.Typer(help="The embedded redis-server (used when REDIS_URL is unset).")
@@ -343,8 +344,6 @@ def stream_status(
     group: Annotated[str, typer.Option(help="Consumer group of the worker.")] = "stream-features",
 ) -> None:
     """Print the stream worker's last committed summary (counts, lag, latency, stages)."""
-    import json
-
     import redis
 
     from pipelines.stream_features import status
@@ -600,9 +599,19 @@ def serve(
     port: int = typer.Option(8000, help="Port to bind."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each loads the models)."),
 ) -> None:
-    """Run the scorer (``uvicorn serving.app:app``) on the champion models."""
+    """Run the scorer (``uvicorn serving.app:app``) on the champion models.
+
+    Without ``ADSTACK_API_TOKEN`` a random token is generated (once) into the state
+    folder and given to the workers; the command says where it is."""
     import uvicorn
 
+    if not os.environ.get("ADSTACK_API_TOKEN"):
+        path = api_token_file(get_settings())
+        os.environ["ADSTACK_API_TOKEN"] = read_or_create_token(path)
+        console.print(
+            f"API token for /v1/events and /admin/*: {path} "
+            f"(export ADSTACK_API_TOKEN=$(cat {path}))"
+        )
     uvicorn.run(
         "serving.app:app",
         host=host,

@@ -41,7 +41,7 @@ from adstack.flows import build_dataset, train
 from adstack.validate import validate
 from artifact import registry
 from artifact.metrics import evaluate
-from core.settings import Settings
+from core.settings import Settings, api_token_file
 from core.spark import spark_job
 from pipelines import batch_features, ingest
 from pipelines.materialize import materialize_incremental
@@ -189,7 +189,8 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         f"MLflow UI: mlflow ui --backend-store-uri sqlite:///"
         f"{(settings.state_dir / 'mlflow.db').resolve()}\n"
         f"scorer API docs: adstack redis start && ADSTACK_MODEL_ALIAS={DEMO_ALIAS} adstack serve, "
-        "then http://127.0.0.1:8000/docs (the demo stopped its own scorer and Redis)"
+        "then http://127.0.0.1:8000/docs (the demo stopped its own scorer and Redis)\n"
+        f"scorer API token (/v1/events, /admin/*): {api_token_file(settings)}"
     )
     return reports
 

@@ -11,6 +11,7 @@ the worker (entry arrival to values online) and the backlog from the consumer gr
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from adstack import processes, redis_server
 from core import events as canonical
 from core import units
 from core.event_bus import IMPRESSION, STREAM_KEY, EventProducer, Events
-from core.settings import Settings
+from core.settings import Settings, api_token_file, read_or_create_token
 from feature_repo import contract
 from pipelines import stream_features
 from pipelines.replay import ReplayReport, replay, stream_events
@@ -77,8 +78,11 @@ class LiveDayReport:
 
 
 def subprocess_env(settings: Settings, url: str) -> dict[str, str]:
-    """The settings in force, passed explicitly to the processes the demo starts."""
+    """The settings in force, passed explicitly to the processes the demo starts; the
+    scorer's token is ``ADSTACK_API_TOKEN`` or one generated into the state folder."""
+    token = os.environ.get("ADSTACK_API_TOKEN") or read_or_create_token(api_token_file(settings))
     return {
+        "ADSTACK_API_TOKEN": token,
         "ADSTACK_DATA": str(settings.data_root.resolve()),
         "ADSTACK_FEATURE_REPO": str(settings.feature_repo.resolve()),
         "ADSTACK_STATE_DIR": str(settings.state_dir.resolve()),

@@ -38,6 +38,7 @@ from adstack import processes
 from bench.harness import record, write_section
 from bench.loadgen import request_bytes, run
 from bench.materialize import synthetic_table, write_table
+from core.settings import read_or_create_token
 from feature_repo import contract
 
 SIM_START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -69,6 +70,7 @@ def environment(work: Path, redis_url: str) -> dict[str, str]:
         "ADSTACK_REPORTS_DIR": str(work / "reports"),
         "REDIS_URL": redis_url,
         "ADSTACK_SERVED_LOG_SAMPLE": "0",
+        "ADSTACK_API_TOKEN": read_or_create_token(work / "state" / "api-token"),
     }
 
 

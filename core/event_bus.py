@@ -36,6 +36,10 @@ FIELDS = ("kind", "ts", *ID_FIELDS, "cost_micros")
 _KIND_CODE = {kind.encode(): code for code, kind in enumerate(KINDS)}
 
 
+class InvalidEvents(ValueError):
+    """Events a client sent that the bus cannot carry; the message says which rule."""
+
+
 @dataclass(frozen=True)
 class Events:
     """A batch of events as columns; ``kind`` holds codes into ``KINDS``."""
@@ -58,16 +62,16 @@ class Events:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Events:
         """From a frame with the entry fields; ``kind`` as names or codes, ``ts`` as
-        timestamps or microseconds. Raises ValueError on missing or invalid values."""
+        timestamps or microseconds. Raises InvalidEvents on missing or invalid values."""
         missing = [name for name in FIELDS if name not in frame.columns]
         if missing:
-            raise ValueError(f"events are missing columns {missing}")
+            raise InvalidEvents(f"events are missing columns {missing}")
         kind = frame["kind"]
         if kind.dtype == object or isinstance(kind.dtype, pd.StringDtype):
             codes = kind.map({name: code for code, name in enumerate(KINDS)})
             if codes.isna().any():
                 bad = sorted(set(kind[codes.isna()].astype(str)))[:5]
-                raise ValueError(f"unknown event kinds {bad}; expected one of {KINDS}")
+                raise InvalidEvents(f"unknown event kinds {bad}; expected one of {KINDS}")
             kind = codes
         ts = frame["ts"]
         if pd.api.types.is_datetime64_any_dtype(ts):
@@ -75,16 +79,16 @@ class Events:
         columns = {name: frame[name] for name in (*ID_FIELDS, "cost_micros")}
         for name, values in (("ts", ts), *columns.items()):
             if pd.isna(values).any():
-                raise ValueError(f"events have nulls in {name}")
+                raise InvalidEvents(f"events have nulls in {name}")
         events = cls(
             kind=np.asarray(kind, dtype=np.int8),
             ts=np.asarray(ts, dtype=np.int64),
             **{name: np.asarray(values, dtype=np.int64) for name, values in columns.items()},
         )
         if ((events.kind < 0) | (events.kind >= len(KINDS))).any():
-            raise ValueError(f"event kind codes must be in 0..{len(KINDS) - 1}")
+            raise InvalidEvents(f"event kind codes must be in 0..{len(KINDS) - 1}")
         if (events.cost_micros < 0).any():
-            raise ValueError("cost_micros must not be negative")
+            raise InvalidEvents("cost_micros must not be negative")
         return events
 
     def to_frame(self) -> pd.DataFrame:

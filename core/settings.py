@@ -8,6 +8,9 @@ touches the environment. Tests override by setting variables and calling
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -52,6 +55,31 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def api_token_file(settings: Settings) -> Path:
+    """Where ``adstack serve``, the demo and a development scorer keep a generated token."""
+    return settings.state_dir / "api-token"
+
+
+def read_or_create_token(path: Path) -> str:
+    """The token stored at ``path``, or a new random one written there (owner-only).
+
+    Created exclusively, so concurrent scorer workers agree on one token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be between creating and writing it
+            token = path.read_text().strip()
+            if token:
+                return token
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty: delete it to generate a new token") from None
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from artifact import registry
 from artifact.runtime import LoadedModel
+from core.event_bus import InvalidEvents
 from serving import schemas
 from serving.config import ServingSettings
 from serving.service import Service
@@ -150,7 +151,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or ServingSettings()
-        config.check_secure()
+        generated = config.check_secure()
+        if generated is not None:
+            log.warning("development mode: the API token is in %s", generated)
         ctr, cvr = await asyncio.to_thread(loader, config)
         client = redis_pool(config)
         app.state.service = service(config, client, ctr, cvr)
@@ -251,11 +254,15 @@ def _routes(app: FastAPI) -> None:
             raise HTTPException(422, f"at most {service.settings.max_events} events per call")
         try:
             accepted = await service.send_events(body.events)
-        except ValueError as error:
+        except InvalidEvents as error:  # the bus's own rules, worded for the client
             raise HTTPException(422, str(error)) from error
+        except ValueError as error:  # a value NumPy cannot hold (out of int64, ...)
+            log.info("events refused: %s", error)
+            raise HTTPException(422, "events refused: ids and costs must be int64") from error
         except Exception as error:  # the stream is unreachable: tell the client to retry
             service.telemetry.errors.labels("events").inc()
-            raise HTTPException(503, f"event stream unavailable, retry: {error}") from error
+            log.warning("event stream unavailable: %s", error)
+            raise HTTPException(503, "event stream unavailable, retry") from error
         return schemas.EventsResponse(accepted=accepted)
 
     @app.get("/healthz")
@@ -278,7 +285,8 @@ def _routes(app: FastAPI) -> None:
         try:
             ctr, cvr = await asyncio.to_thread(request.app.state.loader, service.settings)
         except LookupError as error:
-            raise HTTPException(409, str(error)) from error
+            log.warning("reload failed: %s", error)
+            raise HTTPException(409, "the model alias points to no loadable model") from error
         moved = (ctr.version, cvr.version) != (
             service.scorer.ctr.version,
             service.scorer.cvr.version,

@@ -6,21 +6,23 @@ Created once, in the app's lifespan (never at import). Every knob has a variable
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from core.settings import Settings
+from core.settings import Settings, api_token_file, read_or_create_token
 from serving.auction import Exploration, Pacing
 
-DEVELOPMENT_TOKEN = "adstack-development-token"
+MIN_TOKEN_LENGTH = 16
 
 
 class ServingSettings(Settings):
-    environment: Literal["development", "production"] = "development"
-    # Bearer token for /v1/events and /admin/*. Outside development an empty token or
-    # the development default refuses to start.
-    api_token: str = DEVELOPMENT_TOKEN
+    # "development" lets a scorer without ADSTACK_API_TOKEN start: it generates a token
+    # and writes it to <state dir>/api-token. Anything else fails closed.
+    environment: Literal["development", "production"] = "production"
+    # Bearer token for /v1/events and /admin/*; there is no built-in default.
+    api_token: str = ""
     ctr_model: str = "ctr"
     cvr_model: str = "cvr"
     model_alias: str = "champion"
@@ -53,10 +55,22 @@ class ServingSettings(Settings):
     def redis_deadline_s(self, candidates: int) -> float:
         return (self.redis_deadline_ms + self.redis_deadline_per_candidate_ms * candidates) / 1000
 
-    def check_secure(self) -> None:
-        """Refuse to serve outside development with an empty or default token."""
-        if self.environment != "development" and self.api_token in ("", DEVELOPMENT_TOKEN):
+    def check_secure(self) -> Path | None:
+        """Refuse to serve without a token, or with a short one, outside development. In
+        development a missing token is generated; returns the file that holds it."""
+        if not self.api_token:
+            path = api_token_file(self)
+            if self.environment != "development":
+                raise RuntimeError(
+                    "ADSTACK_API_TOKEN is not set: set it to a secret (`adstack serve` "
+                    f"generates one in {path}), or set ADSTACK_ENVIRONMENT=development to "
+                    "let this scorer generate one there"
+                )
+            self.api_token = read_or_create_token(path)
+            return path
+        if self.environment != "development" and len(self.api_token) < MIN_TOKEN_LENGTH:
             raise RuntimeError(
-                "ADSTACK_API_TOKEN must be set to a secret outside development "
-                f"(ADSTACK_ENVIRONMENT={self.environment})"
+                f"ADSTACK_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; use a "
+                "random secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
             )
+        return None

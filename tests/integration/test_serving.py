@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from core import event_bus, served_log
 from core.settings import get_settings
 from feature_repo import contract
 from serving.app import create_app
-from serving.config import DEVELOPMENT_TOKEN, ServingSettings
+from serving.config import ServingSettings
 from serving.online import OnlineLayout, OnlineReader
 from tests.stack import REQUEST_AT, TOKEN, Stack
 from training import registry as training_registry
@@ -327,12 +328,21 @@ def test_events_need_the_token_and_reach_the_stream(stack: Stack) -> None:
     r.close()
 
 
-def test_production_refuses_the_default_token() -> None:
-    with pytest.raises(RuntimeError, match="ADSTACK_API_TOKEN"):
-        ServingSettings(environment="production", api_token="").check_secure()
-    with pytest.raises(RuntimeError):
-        ServingSettings(environment="production", api_token=DEVELOPMENT_TOKEN).check_secure()
-    ServingSettings(environment="production", api_token="s3cret").check_secure()
+def test_the_scorer_fails_closed_without_a_token(tmp_path: Path) -> None:
+    state = {"state_dir": tmp_path / "state"}
+    # No built-in token: the default environment refuses to start, naming the variable.
+    with pytest.raises(RuntimeError, match="ADSTACK_API_TOKEN is not set"):
+        ServingSettings(api_token="", **state).check_secure()
+    with pytest.raises(RuntimeError, match="shorter than"):
+        ServingSettings(environment="production", api_token="s3cret", **state).check_secure()
+    assert ServingSettings(api_token="x" * 32, **state).check_secure() is None
+    # Development mode generates one token, shared by every worker, owner-only.
+    first = ServingSettings(environment="development", api_token="", **state)
+    path = first.check_secure()
+    second = ServingSettings(environment="development", api_token="", **state)
+    assert second.check_secure() == path == tmp_path / "state" / "api-token"
+    assert first.api_token == second.api_token == path.read_text().strip()
+    assert len(first.api_token) >= 32 and path.stat().st_mode & 0o077 == 0
 
 
 def test_winners_are_logged_with_their_served_features(stack: Stack) -> None:
