@@ -317,15 +317,55 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A chunk's impressions before their outcomes: who saw which ad, when and where."""
+
+    day_start: int
+    ts: np.ndarray  # UTC micros, in request order
+    request_index: np.ndarray  # the request of each impression (0-based in the chunk)
+    position: np.ndarray  # 0-based slot within the request
+    users: np.ndarray  # 0-based user index
+    device: np.ndarray
+    placement: np.ndarray
+    ads: np.ndarray  # 0-based ad index
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """True probabilities and the sampled clicks and conversions of a chunk."""
+
+    p_click: np.ndarray
+    p_conversion: np.ndarray
+    click_index: np.ndarray  # impressions clicked
+    click_ts: np.ndarray
+    converts: np.ndarray  # per click
+    conversion_ts: np.ndarray  # per converting click
+    conversion_value: np.ndarray
+    click_seen: np.ndarray  # before the end of the log
+    conversion_seen: np.ndarray
+
+
 def simulate_chunk(
     world: World, day: int, chunk: int, n_impressions: int, first_id: int
 ) -> DayEvents:
-    """Generate ``n_impressions`` impressions of ``day`` with ids from ``first_id``."""
-    cfg = world.config
-    rng = np.random.default_rng([cfg.seed, day, chunk])
-    day_start = cfg.start_micros + day * MICROS_PER_DAY
+    """Generate ``n_impressions`` impressions of ``day`` with ids from ``first_id``.
 
-    # Requests: 1-4 ranked slots each, at diurnal times; impressions follow request order.
+    The chunk's draws come from one generator seeded by (seed, day, chunk), in a fixed
+    order: requests, outcomes, then prices."""
+    rng = np.random.default_rng([world.config.seed, day, chunk])
+    shown = simulate_requests(world, rng, day, n_impressions)
+    outcomes = simulate_outcomes(world, rng, day, shown)
+    return chunk_tables(world, rng, shown, outcomes, first_id)
+
+
+def simulate_requests(
+    world: World, rng: np.random.Generator, day: int, n_impressions: int
+) -> Shown:
+    """Requests with 1-4 ranked slots each, at diurnal times; impressions follow request
+    order."""
+    cfg = world.config
+    day_start = cfg.start_micros + day * MICROS_PER_DAY
     slots = rng.choice(4, n_impressions // 2 + 8, p=SLOTS_PER_REQUEST) + 1
     ends = np.cumsum(slots)
     n_requests = int(np.searchsorted(ends, n_impressions)) + 1
@@ -347,14 +387,26 @@ def simulate_chunk(
     request_placement = rng.choice(len(PLACEMENTS), n_requests, p=PLACEMENT_MIX)
 
     request_index = np.repeat(np.arange(n_requests), slots)
-    position = np.arange(n_impressions) - np.repeat(ends - slots, slots)
     ts = request_ts[request_index]
     users = request_user[request_index]
-    device = request_device[request_index]
-    placement = request_placement[request_index]
-    hours = (ts - day_start) // MICROS_PER_HOUR
-    ads = _pick_ads(world, rng, users, ts, day)
+    return Shown(
+        day_start=day_start,
+        ts=ts,
+        request_index=request_index,
+        position=np.arange(n_impressions) - np.repeat(ends - slots, slots),
+        users=users,
+        device=request_device[request_index],
+        placement=request_placement[request_index],
+        ads=_pick_ads(world, rng, users, ts, day),
+    )
 
+
+def simulate_outcomes(world: World, rng: np.random.Generator, day: int, shown: Shown) -> Outcomes:
+    """The true click and conversion probabilities of each impression, and draws from
+    them; delays and values only for the few impressions that need them."""
+    cfg = world.config
+    ads, users, device = shown.ads, shown.users, shown.device
+    hours = (shown.ts - shown.day_start) // MICROS_PER_HOUR
     affinity = world.affinity_on(day)[users, world.ad_category[ads]]
     exposures = _earlier_exposures(users, ads, cfg.total_ads)
     click_logit = (
@@ -362,10 +414,10 @@ def simulate_chunk(
         + 0.9 * affinity
         + world.ad_quality[ads]
         + FORMAT_CLICK_EFFECT[world.ad_format[ads]]
-        + np.log(POSITION_BIAS[position])
+        + np.log(POSITION_BIAS[shown.position])
         + HOUR_CLICK_EFFECT[hours]
         + DEVICE_CLICK_EFFECT[device]
-        + PLACEMENT_CLICK_EFFECT[placement]
+        + PLACEMENT_CLICK_EFFECT[shown.placement]
         - cfg.fatigue * np.log1p(exposures)
     )
     p_click = _sigmoid(click_logit)
@@ -377,38 +429,52 @@ def simulate_chunk(
     )
     p_conversion = _sigmoid(conversion_logit)
 
-    # Delays and values are drawn only for the few impressions that need them.
-    click_index = np.flatnonzero(rng.random(n_impressions) < p_click)
+    click_index = np.flatnonzero(rng.random(len(ads)) < p_click)
     click_delay = rng.exponential(20.0, click_index.size) + 1.0
-    click_ts = ts[click_index] + (click_delay * MICROS_PER_SECOND).astype(np.int64)
+    click_ts = shown.ts[click_index] + (click_delay * MICROS_PER_SECOND).astype(np.int64)
     converts = rng.random(click_index.size) < p_conversion[click_index]
-    conversion_index = click_index[converts]
     delay_s = np.minimum(
-        rng.lognormal(math.log(3_600.0), 1.8, conversion_index.size),
+        rng.lognormal(math.log(3_600.0), 1.8, int(converts.sum())),
         cfg.max_conversion_delay_days * 86_400,
     )
     conversion_ts = click_ts[converts] + (delay_s * MICROS_PER_SECOND).astype(np.int64)
-    conversion_value = rng.lognormal(math.log(30.0), 0.8, conversion_index.size).round(2)
+    conversion_value = rng.lognormal(math.log(30.0), 0.8, conversion_ts.size).round(2)
     # The log is cut at the end of the simulation: later clicks and conversions are unseen.
     click_seen = click_ts < cfg.end_micros
-    conversion_seen = (conversion_ts < cfg.end_micros) & click_seen[converts]
+    return Outcomes(
+        p_click=p_click,
+        p_conversion=p_conversion,
+        click_index=click_index,
+        click_ts=click_ts,
+        converts=converts,
+        conversion_ts=conversion_ts,
+        conversion_value=conversion_value,
+        click_seen=click_seen,
+        conversion_seen=(conversion_ts < cfg.end_micros) & click_seen[converts],
+    )
 
-    bid = world.ad_bid[ads]
+
+def chunk_tables(
+    world: World, rng: np.random.Generator, shown: Shown, outcomes: Outcomes, first_id: int
+) -> DayEvents:
+    """The chunk's canonical tables and its ground truth; prices drawn last."""
+    n_impressions = len(shown.ads)
+    bid = world.ad_bid[shown.ads]
     price = (bid * (0.55 + 0.45 * rng.random(n_impressions))).round(4)
     impression_id = first_id + np.arange(n_impressions, dtype=np.int64)
-    request_id = (first_id + request_index).astype(np.int64)
-
+    clicked = outcomes.click_index
+    converted = clicked[outcomes.converts]
     impressions = pa.table(
         {
             "impression_id": impression_id,
-            "request_id": request_id,
-            "event_timestamp": _timestamps(ts),
-            "user_id": users.astype(np.int64) + 1,
-            "ad_id": ads.astype(np.int64) + 1,
-            "position": (position + 1).astype(np.int32),
-            "placement": _strings(placement, PLACEMENTS),
-            "device": _strings(device, DEVICES),
-            "country": _strings(world.user_country[users], COUNTRIES),
+            "request_id": (first_id + shown.request_index).astype(np.int64),
+            "event_timestamp": _timestamps(shown.ts),
+            "user_id": shown.users.astype(np.int64) + 1,
+            "ad_id": shown.ads.astype(np.int64) + 1,
+            "position": (shown.position + 1).astype(np.int32),
+            "placement": _strings(shown.placement, PLACEMENTS),
+            "device": _strings(shown.device, DEVICES),
+            "country": _strings(world.user_country[shown.users], COUNTRIES),
             "bid": bid,
             "price_paid": price,
             "logging_propensity": pa.nulls(n_impressions, pa.float64()),
@@ -417,25 +483,26 @@ def simulate_chunk(
     )
     clicks = pa.table(
         {
-            "impression_id": impression_id[click_index[click_seen]],
-            "event_timestamp": _timestamps(click_ts[click_seen]),
+            "impression_id": impression_id[clicked[outcomes.click_seen]],
+            "event_timestamp": _timestamps(outcomes.click_ts[outcomes.click_seen]),
         },
         schema=events.CLICKS.schema,
     )
+    seen = outcomes.conversion_seen
     conversions = pa.table(
         {
-            "impression_id": impression_id[conversion_index[conversion_seen]],
-            "event_timestamp": _timestamps(conversion_ts[conversion_seen]),
-            "value": conversion_value[conversion_seen],
+            "impression_id": impression_id[converted[seen]],
+            "event_timestamp": _timestamps(outcomes.conversion_ts[seen]),
+            "value": outcomes.conversion_value[seen],
         },
         schema=events.CONVERSIONS.schema,
     )
     ground_truth = pa.table(
         {
             "impression_id": impression_id,
-            "event_timestamp": _timestamps(ts),
-            "p_click": p_click,
-            "p_conversion_given_click": p_conversion,
+            "event_timestamp": _timestamps(shown.ts),
+            "p_click": outcomes.p_click,
+            "p_conversion_given_click": outcomes.p_conversion,
         },
         schema=GROUND_TRUTH_SCHEMA,
     )
