@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_SCALE ?= 1
 
-.PHONY: setup java demo test test-all lint bench clean
+.PHONY: setup java demo test test-all lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "adstack needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -36,13 +36,32 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy core artifact serving training
 
+# Every benchmark at full size, then BENCHMARKS.md and the README summary regenerated
+# from bench/results/. Expect about 5 hours on 2 cores (the soak alone is 30 minutes,
+# batch_features up to 50M events and the model-quality runs about an hour each);
+# run it on a machine with nothing else going on.
 bench: setup
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.materialize
-	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.batch_features
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.quality --workdir /tmp/adstack-bench-quality
+	$(BIN)/python -m bench.serving --workdir /tmp/adstack-bench-serving
+	$(BIN)/python -m bench.soak --seconds 1800
+	$(BIN)/python -m bench.validation
+	$(BIN)/python -m bench.report
+
+# A small version of each benchmark, a smoke check that they all still run: under 10
+# minutes on 2 cores. Results go to bench/results/quick/; BENCHMARKS.md is untouched.
+bench-quick: setup
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.simulator --quick
+	$(BIN)/python -m bench.ingest --quick
+	$(BIN)/python -m bench.materialize --quick
+	$(BIN)/python -m bench.batch_features --quick
+	$(BIN)/python -m bench.validation --quick
 
 clean:
 	rm -rf data reports .adstack

@@ -48,7 +48,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from bench.harness import median, record
+from bench.harness import median, record, use_quick
 from feature_repo import contract
 from pipelines.simulator import SimulationConfig, write_simulation
 
@@ -76,7 +76,13 @@ class Size:
 
 
 SIZES = {
-    s.label: s for s in (Size("1M", 1_000_000), Size("10M", 10_000_000), Size("50M", 50_000_000))
+    s.label: s
+    for s in (
+        Size("100k", 100_000),  # --quick only
+        Size("1M", 1_000_000),
+        Size("10M", 10_000_000),
+        Size("50M", 50_000_000),
+    )
 }
 
 
@@ -720,7 +726,11 @@ def main() -> None:
     )
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke check into results/quick")
     args = parser.parse_args()
+    if args.quick:
+        use_quick()
+        args.sizes, args.check_sizes, args.repeats_small, args.tail_days = "100k", "100k", 1, 0
     sizes = [SIZES[s] for s in args.sizes.split(",")]
     checks = set(args.check_sizes.split(","))
     for size in sizes:

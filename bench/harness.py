@@ -16,16 +16,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import report
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+# Quick runs (``make bench-quick``) write here and never into BENCHMARKS.md.
+QUICK = RESULTS / "quick"
 TABLE = ROOT / "BENCHMARKS.md"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Latest result of each benchmark; the JSON under `bench/results/` has every figure, "
-    "the machine and the commit. Ratios compare against a baseline timed in the same run.\n\n"
-    "| benchmark | result | baseline | ratio | command | date |\n"
-    "|---|---|---|---|---|---|\n"
-)
+_quick = False
+
+
+def use_quick() -> None:
+    """Send this process's results to bench/results/quick/ and leave BENCHMARKS.md and
+    the README alone (``--quick`` runs: a smoke check, not a measurement to quote)."""
+    global _quick
+    _quick = True
+
+
+def results_dir() -> Path:
+    return QUICK if _quick else RESULTS
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -57,32 +66,43 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def record(
-    name: str, figures: dict, *, result: str, baseline: str, ratio: str, command: str
-) -> Path:
-    """Write bench/results/<name>.json and replace this benchmark's row in BENCHMARKS.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def save_rows(name: str, figures: dict, rows: dict[str, tuple[str, ...]], *, command: str) -> Path:
+    """Write bench/results/<name>.json with ``figures`` and the BENCHMARKS.md row text of
+    each of its ``rows`` (row name -> result, baseline, ratio, and optionally the command
+    and date of an earlier run whose figures the row shows), then regenerate BENCHMARKS.md
+    and the README's summary from every results file."""
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     payload = {"name": name, "date": date, "commit": commit(), "machine": machine(), **figures}
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    row = f"| {name} | {result} | {baseline} | {ratio} | `{command}` | {date} |"
-    lines = TABLE.read_text().splitlines() if TABLE.exists() else HEADER.splitlines()
-    lines = [line for line in lines if not line.startswith(f"| {name} |")]
-    lines.append(row)
-    TABLE.write_text("\n".join(lines) + "\n")
+    payload["markdown_rows"] = {}
+    for row, cells in rows.items():
+        result, baseline, ratio, by, on = (*cells, command, date)[:5]
+        payload["markdown_rows"][row] = {
+            "result": result, "baseline": baseline, "ratio": ratio, "command": by, "date": on,
+        }  # fmt: skip
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    _render()
     return path
 
 
+def record(
+    name: str, figures: dict, *, result: str, baseline: str, ratio: str, command: str
+) -> Path:
+    """One benchmark, one row: bench/results/<name>.json and its BENCHMARKS.md row."""
+    return save_rows(name, figures, {name: (result, baseline, ratio)}, command=command)
+
+
 def write_section(key: str, lines: list[str]) -> None:
-    """Replace (or insert before the main table) the ``<!-- bench.<key> -->`` section of
-    BENCHMARKS.md with ``lines``."""
-    begin, end = f"<!-- bench.{key}:begin -->", f"<!-- bench.{key}:end -->"
-    text = TABLE.read_text() if TABLE.exists() else HEADER
-    if begin in text:
-        before, rest = text.split(begin, 1)
-        text = before + rest.split(end, 1)[1].lstrip("\n")
-    rows = text.splitlines()
-    at = next(i for i, line in enumerate(rows) if line.startswith("| benchmark |"))
-    rows[at:at] = [begin, *lines, end, ""]
-    TABLE.write_text("\n".join(rows) + "\n")
+    """The ``bench.<key>`` section of BENCHMARKS.md, kept as bench/results/<key>.section.md
+    beside the benchmark's JSON and rendered from there."""
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{key}.section.md").write_text("\n".join(lines) + "\n")
+    _render()
+
+
+def _render() -> None:
+    if not _quick:
+        report.write(RESULTS, TABLE, ROOT / "README.md")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from adstack.flows import ingest
-from bench.harness import median, record, timed
+from bench.harness import median, record, timed, use_quick
 from pipelines.simulator import SimulationConfig, write_simulation
 
 
@@ -36,7 +36,11 @@ def main() -> None:
     parser.add_argument("--impressions-per-day", type=int, default=500_000)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke check into results/quick")
     args = parser.parse_args()
+    if args.quick:
+        use_quick()
+        args.impressions_per_day, args.days, args.repeats = 50_000, 1, 1
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import redis
 
 from adstack import redis_server
-from bench.harness import ROOT, median, record
+from bench.harness import ROOT, median, record, use_quick
 from feature_repo.contract import FLOAT64, INT64, VIEWS, ViewSpec
 
 FEAST = str(Path(sys.executable).with_name("feast"))
@@ -231,7 +231,12 @@ def main() -> None:
     parser.add_argument("--start")
     parser.add_argument("--end")
     parser.add_argument("--views", nargs="+")
+    parser.add_argument("--quick", action="store_true", help="smoke check into results/quick")
     args = parser.parse_args()
+    if args.quick:
+        use_quick()
+        args.entities, args.all_views_entities, args.feast_max = [20_000], 2_000, 5_000
+        args.repeats = 1
     if args.worker:
         worker_main(args)
         return

@@ -78,8 +78,8 @@ from adstack.flows import split_days
 from artifact import calibration
 from artifact.feature_map import Encoded, FeatureMap
 from artifact.metrics import auc, auc_interval, evaluate, log_loss
-from bench.harness import RESULTS, ROOT, TABLE, machine, write_section
-from bench.stream import feast_apply, head_commit
+from bench.harness import RESULTS, ROOT, save_rows, write_section
+from bench.stream import feast_apply
 from training import dataset
 from training.dataset import SplitDays, TrainingSet, service_features
 from training.labels import labelled_impressions
@@ -1047,22 +1047,14 @@ def keep_earlier_parts(figures: dict, parts: list[str]) -> list[str]:
 
 
 def record(figures: dict, command: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
-    payload = {"name": "quality", "date": date, "commit": head_commit(), "machine": machine()}
-    path = RESULTS / "quality.json"
-    path.write_text(
-        json.dumps({**payload, "command": command, **figures}, indent=2, default=float) + "\n"
-    )
     write_section("quality", quality_section(figures, command, date))
-    lines = TABLE.read_text().splitlines()
+    cells = {}
     for name, (result, baseline, ratio) in rows(figures).items():
         earlier = figures.get(ROW_PARTS[name], {}).get("recorded_by", {})
         by, on = earlier.get("command", command), earlier.get("date", date)
-        lines = [line for line in lines if not line.startswith(f"| {name} |")]
-        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{by}` | {on} |")
-    TABLE.write_text("\n".join(lines) + "\n")
-    return path
+        cells[name] = (result, baseline, ratio, by, on)
+    return save_rows("quality", {"command": command, **figures}, cells, command=command)
 
 
 # ------------------------------------------------------------------ main

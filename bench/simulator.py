@@ -15,7 +15,7 @@ import random
 
 import pyarrow as pa
 
-from bench.harness import median, record, timed
+from bench.harness import median, record, timed, use_quick
 from pipelines.simulator import POSITION_BIAS, SimulationConfig, build_world, simulate_chunk
 
 
@@ -51,7 +51,11 @@ def main() -> None:
     parser.add_argument("--impressions", type=int, default=1_000_000)
     parser.add_argument("--baseline-impressions", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke check into results/quick")
     args = parser.parse_args()
+    if args.quick:
+        use_quick()
+        args.impressions, args.baseline_impressions, args.repeats = 100_000, 10_000, 2
 
     config = SimulationConfig(
         days=1, users=100_000, ads=5_000, impressions_per_day=args.impressions

@@ -53,7 +53,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from statistics import median
@@ -65,7 +64,7 @@ import pyarrow.parquet as pq
 import redis
 
 from adstack import redis_server
-from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
+from bench.harness import ROOT, save_rows
 from core.event_bus import KINDS, EventProducer, Events
 from core.feast_provider import append_partitioned
 from core.settings import get_settings
@@ -768,20 +767,8 @@ def head_commit() -> str:
 
 def record(figures: dict, command: str) -> Path:
     """bench/results/stream.json and one BENCHMARKS.md row per measurement taken."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    date = datetime.now(UTC).strftime("%Y-%m-%d")
-    payload = {"name": "stream", "date": date, "commit": head_commit(), "machine": machine()}
-    path = RESULTS / "stream.json"
-    path.write_text(json.dumps({**payload, "command": command, **figures}, indent=2) + "\n")
-    lines = TABLE.read_text().splitlines() if TABLE.exists() else HEADER.splitlines()
-    for name, (key, row) in ROWS.items():
-        if key not in figures:
-            continue
-        result, baseline, ratio = row(figures[key])
-        lines = [line for line in lines if not line.startswith(f"| {name} |")]
-        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{command}` | {date} |")
-    TABLE.write_text("\n".join(lines) + "\n")
-    return path
+    rows = {name: row(figures[key]) for name, (key, row) in ROWS.items() if key in figures}
+    return save_rows("stream", {"command": command, **figures}, rows, command=command)
 
 
 # ------------------------------------------------------------------ main

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifact.feature_map import FeatureMap
-from bench.harness import RESULTS, record, write_section
+from bench.harness import record, results_dir, use_quick, write_section
 from feature_repo import contract
 from validation import drift
 from validation.gx import Runner
@@ -274,9 +274,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-validation"
     )
+    parser.add_argument("--quick", action="store_true", help="smoke check into results/quick")
     args = parser.parse_args(argv)
+    if args.quick:
+        use_quick()
+        args.rows, args.seeds = [50_000], 3
     args.workdir.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "validation.json"
+    path = results_dir() / "validation.json"
     figures = json.loads(path.read_text()) if path.exists() else {}
     command = "python -m bench.validation " + " ".join(
         f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
