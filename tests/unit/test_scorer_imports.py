@@ -8,10 +8,7 @@ HEAVY = ("torch", "mlflow", "pyspark", "great_expectations", "training", "pipeli
 
 
 def test_importing_the_scorer_loads_no_training_stack() -> None:
-    code = (
-        "import sys, serving.app; "
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+    code = f"import sys, serving.app; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
