@@ -21,7 +21,7 @@ from artifact.runtime import LoadedModel
 from core import event_bus, served_log, units
 from feature_repo import contract
 from serving import auction, schemas, scoring
-from serving.auction import Exploration, Pacing
+from serving.auction import Decision, Exploration, Pacing
 from serving.config import ServingSettings
 from serving.redis_pipe import RedisPipe, RedisReplyError
 from serving.scoring import Fetched, Request, Scored, Scorer
@@ -197,7 +197,6 @@ class Service:
         unknown: np.ndarray,
     ) -> AuctionResult:
         n = len(request.ad_ids)
-        profiles = fetched.profiles
         explore = body.explore and not fetched.degraded
         decision = auction.decide(
             request.ad_ids,
@@ -221,14 +220,42 @@ class Service:
             exploration=self.exploration if explore else None,
             rng=np.random.default_rng(request_seed(body.request_id)) if explore else None,
         )
-        outcome, explored, draw = decision.outcome, decision.explored, decision.draw
-        multiplier, exhausted = decision.multiplier, decision.exhausted
+        outcome = decision.outcome
         self.scorer.fill_cvr(scored, outcome.winners)
+        response = schemas.AuctionResponse(
+            request_id=body.request_id,
+            winners=self._winners(body, request, fetched, scored, decision, bid, bid_type),
+            degraded=fetched.degraded,
+            model_versions=self.versions,
+            candidates=schemas.CandidateCounts(
+                received=n,
+                eligible=int(outcome.eligible.sum()),
+                unknown=int(unknown.sum()),
+                budget_exhausted=int((decision.exhausted & ~unknown).sum()),
+                below_reserve=int(outcome.below_reserve.sum()),
+            ),
+            missing_features=scored.missing,
+            timings_ms={},
+        )
+        return AuctionResult(response, scored, outcome.winners)
+
+    def _winners(
+        self,
+        body: schemas.AuctionRequest,
+        request: Request,
+        fetched: Fetched,
+        scored: Scored,
+        decision: Decision,
+        bid: np.ndarray,
+        bid_type: np.ndarray,
+    ) -> list[schemas.Winner]:
+        """The winners in slot order, with what each pays and why it ranked."""
+        outcome, explored, draw = decision.outcome, decision.explored, decision.draw
         winners = []
         for slot, (i, price) in enumerate(
             zip(outcome.winners.tolist(), outcome.price.tolist(), strict=True)
         ):
-            profile = profiles[i]
+            profile = fetched.profiles[i]
             ad_id = int(request.ad_ids[i])
             winners.append(
                 schemas.Winner(
@@ -244,27 +271,12 @@ class Service:
                     price=float(price),
                     explored=bool(explored[i]),
                     exploration_draw=None if np.isnan(draw[i]) else float(draw[i]),
-                    pacing_multiplier=float(multiplier[i]),
+                    pacing_multiplier=float(decision.multiplier[i]),
                 )
             )
             if explored[i]:
                 self.telemetry.explored.inc()
-        response = schemas.AuctionResponse(
-            request_id=body.request_id,
-            winners=winners,
-            degraded=fetched.degraded,
-            model_versions=self.versions,
-            candidates=schemas.CandidateCounts(
-                received=n,
-                eligible=int(outcome.eligible.sum()),
-                unknown=int(unknown.sum()),
-                budget_exhausted=int((exhausted & ~unknown).sum()),
-                below_reserve=int(outcome.below_reserve.sum()),
-            ),
-            missing_features=scored.missing,
-            timings_ms={},
-        )
-        return AuctionResult(response, scored, outcome.winners)
+        return winners
 
     # ------------------------------------------------------------------ logs
 
