@@ -6,7 +6,8 @@ amount of money that is summed is an int64 count of micros of the currency: inte
 are exact in any order, so a rerun gives the same bits and batch and stream agree to the
 last digit. Features divide by :data:`MONEY_MICROS` once, at the end.
 
-This module imports nothing of the project: the feature contract reads it too.
+The hour and the day are the feature contract's (its request-time features are
+calendar features); everything else about units is here.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-MICROS_PER_SECOND = 1_000_000
-MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
-MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+from feature_repo.contract import MICROS_PER_HOUR
+
+MICROS_PER_SECOND = MICROS_PER_HOUR // 3_600
 MONEY_MICROS = 1_000_000  # micros per unit of the currency
 
 # What is billed when: the event at which each bid type pays its clearing price. A CPM

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.units import MICROS_PER_DAY, MICROS_PER_HOUR
+# Time is int64 microseconds since the epoch, UTC, everywhere (core/units.py builds on
+# these two).
+MICROS_PER_HOUR = 3_600_000_000
+MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 
 
 @dataclass(frozen=True)
