@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from feature_repo.contract import MICROS_PER_HOUR
+from feature_repo.contract import MICROS_PER_DAY as MICROS_PER_DAY  # re-exported
+from feature_repo.contract import MICROS_PER_HOUR as MICROS_PER_HOUR  # re-exported
 
 MICROS_PER_SECOND = MICROS_PER_HOUR // 3_600
 MONEY_MICROS = 1_000_000  # micros per unit of the currency

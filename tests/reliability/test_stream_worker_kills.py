@@ -37,8 +37,9 @@ import redis
 from feast import FeatureStore
 
 from core.event_bus import STREAM_KEY, EventProducer
+from core.units import MICROS_PER_SECOND
 from pipelines import stream_features
-from pipelines.replay import MICROS, replay, stream_events
+from pipelines.replay import replay, stream_events
 from pipelines.simulator import SimulationConfig
 from pipelines.stream_aggregates import STREAM_VIEWS, recompute
 from tests.integration.test_stream_worker import assert_same, make_project, online_frame, use_env
@@ -158,7 +159,7 @@ def test_killed_five_times_during_a_replay_the_worker_loses_nothing_and_counts_n
         # replay: pace it from the first start-up, with 50% to spare, and 3 s per kill
         # for a first batch and the random delay.
         replay_seconds = (KILLS - 1) * 1.5 * (startup + LEASE_SECONDS) + KILLS * 3.0
-        speed = (events.ts[-1] - events.ts[0]) / MICROS / replay_seconds
+        speed = (events.ts[-1] - events.ts[0]) / MICROS_PER_SECOND / replay_seconds
         sent = [0]
         kills: list[Kill] = []
         with ThreadPoolExecutor(max_workers=1) as pool:
