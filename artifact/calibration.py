@@ -41,6 +41,7 @@ def apply(params: dict, probabilities: np.ndarray) -> np.ndarray:
 
 
 def fit_platt(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    # Fitting only: the scorer applies calibrations without loading SciPy.
     from scipy.optimize import minimize
 
     z, y = logit(probabilities), np.asarray(labels, dtype=np.float64)
@@ -57,6 +58,7 @@ def fit_platt(probabilities: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def fit_isotonic(probabilities: np.ndarray, labels: np.ndarray, max_points: int = 1000) -> dict:
+    # Fitting only: the scorer applies calibrations without loading scikit-learn.
     from sklearn.isotonic import IsotonicRegression
 
     model = IsotonicRegression(y_min=EPSILON, y_max=1 - EPSILON, out_of_bounds="clip")

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from redis.exceptions import RedisError
 
 from artifact.feature_map import Masked
@@ -337,8 +338,6 @@ class Service:
                 for name in (*event_bus.ID_FIELDS, "cost_micros")
             },
         }
-        import pandas as pd
-
         batch = event_bus.Events.from_frame(pd.DataFrame(frame))
         pipe = self.redis.pipeline(transaction=False)
         for fields in event_bus.entries(batch):

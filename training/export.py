@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from artifact.manifest import Manifest
 from artifact.metrics import gate
@@ -36,8 +37,6 @@ PARITY_TOLERANCE = 1e-5
 def export_onnx(trained: TrainedModel, path: Path) -> Path:
     """Write the graph with a dynamic batch axis (TorchScript-based exporter: the
     torch.export-based one needs onnxscript, which adstack does not install)."""
-    import torch
-
     fm = trained.feature_map
     example = (
         torch.zeros((2, len(fm.sparse)), dtype=torch.int64),

@@ -217,6 +217,7 @@ def _categorical_frame(frame: Any, columns: list[ColumnProfile]) -> Any:
     names = [p.name for p in columns if p.kind == CATEGORICAL]
     if isinstance(frame, pd.DataFrame):
         return frame.assign(**{n: profiles.labels(frame[n]) for n in names})
+    # The Spark engine only: pandas runs never load pyspark.
     from pyspark.sql import functions as F
 
     return frame.withColumns({n: F.col(n).cast("string") for n in names})

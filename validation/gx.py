@@ -21,7 +21,9 @@ from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
     ValidationResultIdentifier,
@@ -127,8 +129,6 @@ class Runner:
 
     @cached_property
     def context(self):  # GX does not export its context type
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         if self.docs_dir is not None:
@@ -249,8 +249,6 @@ def _by_columns(
 
 
 def _is_pandas(frame: Any) -> bool:
-    import pandas as pd
-
     return isinstance(frame, pd.DataFrame)
 
 

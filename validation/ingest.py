@@ -20,6 +20,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from core import events
 
@@ -163,8 +164,6 @@ class IngestValidator:
     @cached_property
     def _context(self):  # GX does not export its context type
         context = gx.get_context(mode="ephemeral")
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         return context
 

@@ -240,6 +240,7 @@ def _spark_stats(frame: Any, profiles: list[ColumnProfile]) -> dict[str, Current
     """Counts and moments of every numeric column in one aggregation; the CDF at the
     cuts from one bucketing pass (Bucketizer, then a grouped count of (column, bucket)
     pairs); one grouped count per categorical column."""
+    # The Spark engine only: pandas runs never load pyspark.
     from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
