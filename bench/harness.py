@@ -2,6 +2,10 @@
 
 The machine is shared and noisy, so every benchmark times a baseline in the same run
 and reports medians over repeats plus the ratio to that baseline.
+
+A ``--quick`` run (small data, few rates, short holds: a check that the benchmark still
+runs, not a measurement) writes bench/results/quick/<name>.json only, never
+bench/results/<name>.json or BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+QUICK_RESULTS = RESULTS / "quick"
 TABLE = ROOT / "BENCHMARKS.md"
 HEADER = (
     "# Benchmarks\n\n"
@@ -71,6 +76,17 @@ def record(
     lines = [line for line in lines if not line.startswith(f"| {name} |")]
     lines.append(row)
     TABLE.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def record_quick(name: str, figures: dict, **row: object) -> Path:
+    """Write bench/results/quick/<name>.json, with the BENCHMARKS.md row it would have
+    written under ``row``; BENCHMARKS.md and bench/results/<name>.json are left alone."""
+    QUICK_RESULTS.mkdir(parents=True, exist_ok=True)
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    payload = {"name": name, "date": date, "commit": commit(), "machine": machine()}
+    path = QUICK_RESULTS / f"{name}.json"
+    path.write_text(json.dumps({**payload, "quick": True, "row": row, **figures}, indent=2) + "\n")
     return path
 
 
