@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import bisect
 import gc
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -363,13 +362,7 @@ def main() -> None:
     os.environ.update(env)
     get_settings.cache_clear()
     try:
-        if not (work / "prepared.json").exists():
-            serving.log("preparing the bench.serving set-up")
-            versions = serving.train_models(work)
-            written = serving.synthetic_features(work)
-            (work / "prepared.json").write_text(
-                json.dumps({"versions": versions, "written": written})
-            )
+        serving.prepare(work, serving.FULL)
         port = redis_server.free_port()
         scorer = processes.start(
             "scorer", processes.scorer_command(port, workers=1), env, work / "soak-scorer.log",
@@ -378,7 +371,7 @@ def main() -> None:
         try:
             figures = measure(
                 f"http://127.0.0.1:{port}/v1/auction",
-                serving.bodies(50, 500, seed=50),
+                serving.bodies(serving.FULL, 50, 500, seed=50),
                 scorer.pid,
                 args.seconds,
                 log=serving.log,
