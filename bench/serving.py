@@ -35,6 +35,10 @@ a core for half a second): a backlog one step leaves is not charged to the next,
 to the other server. The load generator runs on the same two cores.
 
     python -m bench.serving [--workdir /tmp/serving-bench] [--workers 2] [--seconds 10]
+    python -m bench.serving --quick    # small data, 50 candidates, 3 s steps: ~3 min
+
+``--quick`` (20k users, 2k ads; its own ``--workdir``, /tmp/serving-bench-quick) checks
+that the benchmark runs; it writes bench/results/quick/serving.json only.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import numpy as np
 import pyarrow as pa
 
 from adstack import processes
-from bench.harness import record, write_section
+from bench.harness import record, record_quick, write_section
 from bench.loadgen import read_response, request_bytes, run
 from bench.materialize import synthetic_table, write_table
 from core.settings import read_or_create_token
@@ -83,12 +87,19 @@ class Scale:
 
 
 FULL = Scale(1_000_000, 100_000, 10_000, 2_000, 2_000, 150, 20_000)
+QUICK = Scale(20_000, 2_000, 200, 50, 500, 60, 5_000)
 BOUNDS_MS = {50: 10.0, 500: 30.0}
 RATES = {
     ("ours", 50): [50, 100, 150, 200, 250, 300, 400, 500, 700, 1000],
     ("ours", 500): [10, 20, 30, 40, 60, 80, 100, 150],
     ("feast", 50): [2, 5, 10, 20, 40, 60],
     ("feast", 500): [1, 2, 5, 10, 20],
+}
+QUICK_RATES = {
+    ("ours", 50): [50, 100, 200, 400],
+    ("ours", 500): [10, 30, 60],
+    ("feast", 50): [5, 10, 20, 40],
+    ("feast", 500): [1, 2, 5],
 }
 # A sweep ends once p99 passes this: the server is saturated and only queues.
 SATURATED_MS = 1000.0
@@ -571,14 +582,21 @@ def compare(servers: list[Server], candidates: int, args: argparse.Namespace) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small data, few rates, short steps")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/serving-bench"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="per step")
     parser.add_argument("--refine", type=int, default=3, help="refinement rounds")
     parser.add_argument("--candidates", type=int, nargs="+", default=[50, 500])
     parser.add_argument("--servers", nargs="+", default=["ours", "feast"], choices=list(APPS))
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    if quick:
+        parser.set_defaults(
+            workdir=Path("/tmp/serving-bench-quick"), seconds=3.0, refine=2, candidates=[50]
+        )
     args = parser.parse_args(argv)
-    args.scale, args.rates = FULL, RATES
+    args.scale = QUICK if args.quick else FULL
+    args.rates = QUICK_RATES if args.quick else RATES
     return args
 
 
@@ -623,7 +641,9 @@ def rewrite(path: Path) -> None:
             results[key] = {**value, **summarise(value["points"], int(key.rsplit("_", 1)[1]))}
     candidates = sorted({int(k.rsplit("_", 1)[1]) for k in results if k.startswith("ours_")})
     scale = Scale(**results.get("prepared", {}).get("scale", asdict(FULL)))
-    args = argparse.Namespace(workers=results["workers"], candidates=candidates, scale=scale)
+    args = argparse.Namespace(
+        workers=results["workers"], candidates=candidates, quick=False, scale=scale
+    )
     sys.argv = [sys.argv[0], "--workdir", "/tmp/serving-bench"]
     report({k: v for k, v in results.items() if not k.startswith("sustained_ratio_")}, args)
 
@@ -773,6 +793,9 @@ def report(results: dict, args: argparse.Namespace) -> None:
         "ratio": "; ".join(ratios) or "-",
         "command": command,
     }
+    if args.quick:
+        log(f"wrote {record_quick('serving', results, **row)}")
+        return
     write_section("serving", section(results, args, command))
     record("serving", results, **row)
 
