@@ -35,10 +35,12 @@ its goal:
    files, and each push costs something per file already there.
 
     python -m bench.stream [--events 200000] [--repeats 3] [--fresh-seconds 30]
+    python -m bench.stream --quick    # ~2-3 min: 20k events, one repeat, 5 s live
 
-Quick run (prints only): ``python -m bench.stream --events 20000 --repeats 1
---fresh-seconds 5 --append-sizes 10000 100000 --append-files 500 --no-record``.
-Results: ``bench/results/stream.json`` and three rows of ``BENCHMARKS.md``.
+``--quick`` (``--events 20000 --repeats 1 --fresh-seconds 5 --append-sizes 10000
+100000 --appends 3 --append-files 500``, each overridable) checks that the benchmark
+runs: it writes ``bench/results/quick/stream.json`` only. Results of a full run:
+``bench/results/stream.json`` and three rows of ``BENCHMARKS.md``.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ import pyarrow.parquet as pq
 import redis
 
 from adstack import redis_server
-from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine
+from bench.harness import HEADER, RESULTS, ROOT, TABLE, machine, record_quick
 from core.event_bus import KINDS, EventProducer, Events
 from core.feast_provider import append_partitioned
 from core.settings import get_settings
@@ -78,6 +80,14 @@ STOCK_PROVIDER = "provider: local"
 PROVIDERS = ("ours", "feast")
 MICROS = 1_000_000
 COMMAND = "python -m bench.stream"
+QUICK = {
+    "events": 20_000,
+    "repeats": 1,
+    "fresh_seconds": 5.0,
+    "append_sizes": [10_000, 100_000],
+    "appends": 3,
+    "append_files": [500],
+}
 
 
 # ------------------------------------------------------------------ projects
@@ -774,12 +784,12 @@ def record(figures: dict, command: str) -> Path:
     path = RESULTS / "stream.json"
     path.write_text(json.dumps({**payload, "command": command, **figures}, indent=2) + "\n")
     lines = TABLE.read_text().splitlines() if TABLE.exists() else HEADER.splitlines()
-    for name, (key, row) in ROWS.items():
-        if key not in figures:
-            continue
-        result, baseline, ratio = row(figures[key])
+    for name, row in rows(figures).items():
         lines = [line for line in lines if not line.startswith(f"| {name} |")]
-        lines.append(f"| {name} | {result} | {baseline} | {ratio} | `{command}` | {date} |")
+        lines.append(
+            f"| {name} | {row['result']} | {row['baseline']} | {row['ratio']} | `{command}` "
+            f"| {date} |"
+        )
     TABLE.write_text("\n".join(lines) + "\n")
     return path
 
@@ -787,8 +797,19 @@ def record(figures: dict, command: str) -> Path:
 # ------------------------------------------------------------------ main
 
 
+def rows(figures: dict) -> dict[str, dict[str, str]]:
+    """The BENCHMARKS.md rows of the measurements taken: name -> result, baseline, ratio."""
+    out = {}
+    for name, (key, row) in ROWS.items():
+        if key in figures:
+            result, baseline, ratio = row(figures[key])
+            out[name] = {"result": result, "baseline": baseline, "ratio": ratio}
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small run, quick results only")
     parser.add_argument("--parts", nargs="+", default=["throughput", "freshness", "append"])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=20_000, help="event-time events/s")
@@ -810,6 +831,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ours only: time appends again with the log spread over this many files",
     )
     parser.add_argument("--no-record", action="store_true", help="print only")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**QUICK)
     return parser.parse_args(argv)
 
 
@@ -839,7 +862,9 @@ def main(argv: list[str] | None = None) -> None:
             redis_server.stop(server_dir)
     figures["total_seconds"] = time.perf_counter() - began
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
-    if not args.no_record:
+    if args.quick and not args.no_record:
+        print(f"wrote {record_quick('stream', figures, command=command, rows=rows(figures))}")
+    elif not args.no_record:
         print(f"wrote {record(figures, command)}")
     print(json.dumps(figures, indent=2, default=str))
 
