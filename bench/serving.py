@@ -89,6 +89,9 @@ class Scale:
 FULL = Scale(1_000_000, 100_000, 10_000, 2_000, 2_000, 150, 20_000)
 QUICK = Scale(20_000, 2_000, 200, 50, 500, 60, 5_000)
 BOUNDS_MS = {50: 10.0, 500: 30.0}
+# The product goal (README, "Known limits"): 1,000 auctions/s over 50 candidates at p99
+# 10 ms. 500 candidates have a bound, no goal.
+GOALS = {50: (1_000.0, 10.0)}
 RATES = {
     ("ours", 50): [50, 100, 150, 200, 250, 300, 400, 500, 700, 1000],
     ("ours", 500): [10, 20, 30, 40, 60, 80, 100, 150],
@@ -734,6 +737,16 @@ def _next(bracket_: list | None) -> str:
     return f" ({bracket_[1]:g})"
 
 
+def goal_status(candidates: int, ours: dict) -> str:
+    """``; goal 1,000 req/s at p99 <= 10 ms: met`` (or ``missed``) where the candidate
+    count has a goal, else nothing."""
+    if candidates not in GOALS:
+        return ""
+    rate, bound = GOALS[candidates]
+    met = highest_rate(ours["points"], bound) >= rate
+    return f"; goal {rate:,.0f} req/s at p99 <= {bound:g} ms: {'met' if met else 'missed'}"
+
+
 def lowest_step(points: list[dict]) -> str:
     """p99 (and the degraded share, if any) at the lowest rate measured."""
     first = points[0]
@@ -774,6 +787,7 @@ def report(results: dict, args: argparse.Namespace) -> None:
             parts.append(
                 f"{candidates} candidates: {ours['highest_rate']:g} req/s at p99 <= {bound:g} ms "
                 f"({lowest_step(ours['points'])}), {ours['sustained_rate']:g} req/s sustained"
+                + goal_status(candidates, ours)
             )
         if feast:
             base.append(

@@ -433,15 +433,16 @@ def report(figures: dict, command: str, quick: bool = False) -> None:
 
     missed = problems(figures)
     if not figures["rate"]:
-        row = {"result": missed[0], "baseline": "-", "ratio": "-"}
+        row = {"result": f"missed: {missed[0]}", "baseline": "-", "ratio": "-"}
     else:
         first, last, whole = figures["windows"][0], figures["windows"][-1], figures["whole"]
         window = "minute" if first["seconds"] == 60 else f"{first['seconds']:g} s"
         row = {
             "result": f"{figures['seconds']:g} s at {figures['rate']:g} req/s: p99 "
             f"{whole['p99_ms']:g} ms ({whole['charged_p99_ms']:g} less CPU waits; bound "
-            f"{figures['bound_ms']:g}), {whole['ok']}/{whole['sent']} ok, RSS "
-            f"{figures['rss_growth']:+.2%}; " + ("pass" if not missed else "; ".join(missed)),
+            f"{figures['bound_ms']:g} ms), {whole['ok']}/{whole['sent']} ok, RSS "
+            f"{figures['rss_growth']:+.2%}; "
+            + ("all criteria met" if not missed else "missed: " + "; ".join(missed)),
             "baseline": f"first {window} p99 {first['p99_ms']:g} ms; RSS "
             f"{figures['rss_warm_kib'] / 1024:.0f} MiB at {figures['warmup_s']:g} s",
             "ratio": f"last/first {window} p99 {last['p99_ms'] / first['p99_ms']:.2f}x",

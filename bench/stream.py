@@ -80,6 +80,8 @@ STOCK_PROVIDER = "provider: local"
 PROVIDERS = ("ours", "feast")
 MICROS = 1_000_000
 COMMAND = "python -m bench.stream"
+THROUGHPUT_GOAL = 20_000  # events/s the worker must keep up with
+FRESHNESS_GOAL_S = 1.0  # event-to-online p99
 QUICK = {
     "events": 20_000,
     "repeats": 1,
@@ -485,7 +487,7 @@ def freshness(args: argparse.Namespace, client: redis.Redis, url: str, scratch: 
         "producer_max_behind_schedule_seconds": producer.behind_max,
         "micro_batches": len(lags),
         "event_to_online_seconds": percentiles(latency),
-        "p99_over_goal_of_1s": float(np.percentile(latency, 99)) / 1.0,
+        "p99_over_goal_of_1s": float(np.percentile(latency, 99)) / FRESHNESS_GOAL_S,
         "event_to_online_seconds_after_first_5s": percentiles(latency[int(5 * args.fresh_rate) :]),
         "lag_seconds_per_batch": percentiles(lags),
         "lag_seconds_last": worker.metrics.last_lag,
@@ -694,10 +696,11 @@ def throughput_row(figures: dict) -> tuple[str, str, str]:
         f"{s.replace('_', ' ')} {feast['stage_percent'][s]:.0f}%" for s in STAGES
     )
     repeats = len(figures["runs"]["ours"])
+    met = "met" if ours["events_per_s"] >= THROUGHPUT_GOAL else "missed"
     result = (
         f"{ours['events_per_s'] / 1e3:.1f}k events/s through the worker (median of {repeats}, "
-        f"{figures['events'] // 1000}k events, goal 20k/s); time: {stages}; "
-        f"producer {ours['producer_events_per_s'] / 1e3:.0f}k events/s"
+        f"{figures['events'] // 1000}k events; goal {THROUGHPUT_GOAL // 1000}k/s: {met}); "
+        f"time: {stages}; producer {ours['producer_events_per_s'] / 1e3:.0f}k events/s"
     )
     baseline = (
         f"Feast `provider: local`: {feast['events_per_s'] / 1e3:.1f}k events/s; "
@@ -716,8 +719,9 @@ def freshness_row(figures: dict) -> tuple[str, str, str]:
         f"{figures['micro_batches']} micro-batches); lag p50 {lag['p50'] * 1e3:.0f} ms, "
         f"p99 {lag['p99'] * 1e3:.0f} ms"
     )
-    met = "met" if latency["p99"] < 1.0 else "missed"
-    return result, "goal: p99 < 1 s", f"p99 / goal = {latency['p99']:.2f} ({met})"
+    met = "met" if latency["p99"] < FRESHNESS_GOAL_S else "missed"
+    ratio = f"p99 / goal = {latency['p99'] / FRESHNESS_GOAL_S:.2f} ({met})"
+    return result, f"goal: p99 < {FRESHNESS_GOAL_S:g} s", ratio
 
 
 def append_row(figures: dict) -> tuple[str, str, str]:
