@@ -2,6 +2,10 @@
 
 The machine is shared and noisy, so every benchmark times a baseline in the same run
 and reports medians over repeats plus the ratio to that baseline.
+
+A ``--quick`` run (small data, few rates, short holds: a check that the benchmark still
+runs, not a measurement) writes bench/results/quick/<name>.json only, never
+bench/results/<name>.json or BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -92,6 +96,17 @@ def record(
 ) -> Path:
     """One benchmark, one row: bench/results/<name>.json and its BENCHMARKS.md row."""
     return save_rows(name, figures, {name: (result, baseline, ratio)}, command=command)
+
+
+def record_quick(name: str, figures: dict, **row: object) -> Path:
+    """Write bench/results/quick/<name>.json, with the BENCHMARKS.md row it would have
+    written under ``row``; BENCHMARKS.md and bench/results/<name>.json are left alone."""
+    QUICK.mkdir(parents=True, exist_ok=True)
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    payload = {"name": name, "date": date, "commit": commit(), "machine": machine()}
+    path = QUICK / f"{name}.json"
+    path.write_text(json.dumps({**payload, "quick": True, "row": row, **figures}, indent=2) + "\n")
+    return path
 
 
 def write_section(key: str, lines: list[str]) -> None:

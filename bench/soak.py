@@ -34,6 +34,11 @@ for ``ADSTACK_SOAK_SECONDS`` (60 by default). This entry point runs it on the
 ads) and writes bench/results/soak.json and a BENCHMARKS.md section:
 
     python -m bench.soak [--seconds 1800] [--workdir /tmp/serving-bench]
+    python -m bench.soak --quick    # ~2 min: 30 s soak on the small set-up
+
+``--quick`` uses ``bench.serving --quick``'s set-up (20k users, 2k ads; prepared if
+missing), a 2 s warm-up, 2 s sweep steps and a 30 s soak in 10 s windows; it checks
+that the benchmark runs and writes bench/results/quick/soak.json only.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ import argparse
 import asyncio
 import bisect
 import gc
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -65,6 +69,24 @@ MAX_RSS_GROWTH = 0.05
 WINDOW_S = 60.0
 RSS_EVERY_S = 5.0
 CPU_WAIT_EVERY_S = 0.01
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each phase runs: warm-up, sweep steps (at least ``min_requests`` or
+    ``min_seconds``), soak windows and RSS samples."""
+
+    warmup_seconds: float = WARMUP_SECONDS
+    min_seconds: float = SWEEP_MIN_SECONDS
+    min_requests: int = SWEEP_MIN_REQUESTS
+    window_s: float = WINDOW_S
+    rss_every_s: float = RSS_EVERY_S
+
+
+QUICK_TIMING = Timing(
+    warmup_seconds=2.0, min_seconds=2.0, min_requests=0, window_s=10.0, rss_every_s=2.0
+)
+QUICK_SWEEP_RATES = (25, 50, 100, 150)
 
 
 class RunQueueWait:
@@ -195,12 +217,13 @@ async def sweep(
     log: Callable,
     rates: tuple[float, ...] = SWEEP_RATES,
     min_seconds: float = SWEEP_MIN_SECONDS,
+    min_requests: int = SWEEP_MIN_REQUESTS,
 ) -> list[dict]:
     """Summaries at increasing rates, up to the first whose p99 (less CPU waits) passes
     ``bound_ms`` or that leaves a request without a 200."""
     points = []
     for rate in rates:
-        seconds = max(min_seconds, SWEEP_MIN_REQUESTS / rate)
+        seconds = max(min_seconds, min_requests / rate)
         point = (await load(url, payloads, rate, seconds, pid)).summary()
         points.append(point)
         log(
@@ -214,8 +237,16 @@ async def sweep(
     return points
 
 
-async def soak(url: str, payloads: list[bytes], pid: int, rate: float, seconds: float) -> dict:
-    """``rate`` for ``seconds`` in windows of ``WINDOW_S``: per-window summaries, the
+async def soak(
+    url: str,
+    payloads: list[bytes],
+    pid: int,
+    rate: float,
+    seconds: float,
+    window_s: float = WINDOW_S,
+    rss_every_s: float = RSS_EVERY_S,
+) -> dict:
+    """``rate`` for ``seconds`` in windows of ``window_s``: per-window summaries, the
     whole run's summary, and RSS samples as ``[seconds from start, KiB]``."""
     whole = Measured(rate, seconds)
     windows, samples = [], []
@@ -224,13 +255,13 @@ async def soak(url: str, payloads: list[bytes], pid: int, rate: float, seconds: 
     async def sample_rss() -> None:
         while True:
             samples.append([round(clock() - started, 1), rss_kib(pid)])
-            await asyncio.sleep(RSS_EVERY_S)
+            await asyncio.sleep(rss_every_s)
 
     rss_sampler = asyncio.create_task(sample_rss())
     try:
         done = 0.0
         while seconds - done > 1e-6:
-            length = min(WINDOW_S, seconds - done)
+            length = min(window_s, seconds - done)
             window = await load(url, payloads, rate, length, pid)
             windows.append({"start_s": round(done, 1), **window.summary()})
             whole.absorb(window)
@@ -254,17 +285,22 @@ def measure(
     log: Callable[[str], None] = print,
     rates: tuple[float, ...] = SWEEP_RATES,
     min_seconds: float = SWEEP_MIN_SECONDS,
+    timing: Timing | None = None,
 ) -> dict:
     """Warm up, sweep for the highest rate within ``bound_ms``, soak at ``SOAK_SHARE``
     of it. ``url`` is the auction endpoint, ``payloads`` request bodies, ``pid`` the
-    scorer's one process. The figures, for ``problems``, ``summary`` and ``report``."""
+    scorer's one process; ``timing`` the warm-up, sweep and soak lengths (default:
+    the benchmark's). The figures, for ``problems``, ``summary`` and ``report``."""
+    timing = timing or Timing(min_seconds=min_seconds)
     import uvloop
 
     requests = [request_bytes(url, body) for body in payloads]
 
     async def run() -> dict:
-        await load(url, requests, rates[0], WARMUP_SECONDS, pid)
-        points = await sweep(url, requests, pid, bound_ms, log, rates, min_seconds)
+        await load(url, requests, rates[0], timing.warmup_seconds, pid)
+        points = await sweep(
+            url, requests, pid, bound_ms, log, rates, timing.min_seconds, timing.min_requests
+        )
         judged = [{**p, "p99_ms": p["charged_p99_ms"]} for p in points]
         found = highest_rate(judged, bound_ms, MAX_DEGRADED_SHARE, failure_share=0.0)
         figures = {"bound_ms": bound_ms, "sweep": points, "highest_rate": found}
@@ -272,7 +308,7 @@ def measure(
             return {**figures, "rate": 0.0}
         rate = round(SOAK_SHARE * found, 1)
         log(f"soak at {rate} req/s ({SOAK_SHARE:.0%} of {found:g}) for {seconds:g} s")
-        soaked = await soak(url, requests, pid, rate, seconds)
+        soaked = await soak(url, requests, pid, rate, seconds, timing.window_s, timing.rss_every_s)
         return {**figures, "rate": rate, "seconds": seconds, **soaked}
 
     # The load generator shares a process with whatever the caller loaded (a test
@@ -347,13 +383,17 @@ def summary(figures: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small set-up, 30 s soak")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/serving-bench"))
     parser.add_argument("--seconds", type=float, default=1800.0)
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(workdir=Path("/tmp/serving-bench-quick"), seconds=30.0)
     args = parser.parse_args()
     from adstack import processes, redis_server
     from bench import serving
     from core.settings import get_settings
 
+    scale = serving.QUICK if args.quick else serving.FULL
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     redis_dir = work / "redis"
@@ -363,13 +403,7 @@ def main() -> None:
     os.environ.update(env)
     get_settings.cache_clear()
     try:
-        if not (work / "prepared.json").exists():
-            serving.log("preparing the bench.serving set-up")
-            versions = serving.train_models(work)
-            written = serving.synthetic_features(work)
-            (work / "prepared.json").write_text(
-                json.dumps({"versions": versions, "written": written})
-            )
+        serving.prepare(work, scale)
         port = redis_server.free_port()
         scorer = processes.start(
             "scorer", processes.scorer_command(port, workers=1), env, work / "soak-scorer.log",
@@ -378,10 +412,12 @@ def main() -> None:
         try:
             figures = measure(
                 f"http://127.0.0.1:{port}/v1/auction",
-                serving.bodies(50, 500, seed=50),
+                serving.bodies(scale, 50, 500, seed=50),
                 scorer.pid,
                 args.seconds,
                 log=serving.log,
+                rates=QUICK_SWEEP_RATES if args.quick else SWEEP_RATES,
+                timing=QUICK_TIMING if args.quick else None,
             )
         finally:
             processes.stop(scorer)
@@ -389,30 +425,33 @@ def main() -> None:
         if running is None:
             redis_server.stop(redis_dir)
     serving.log(summary(figures))
-    report(figures, ("python -m bench.soak " + " ".join(sys.argv[1:])).strip())
+    report(figures, ("python -m bench.soak " + " ".join(sys.argv[1:])).strip(), args.quick)
 
 
-def report(figures: dict, command: str) -> None:
-    from bench.harness import record, write_section
+def report(figures: dict, command: str, quick: bool = False) -> None:
+    from bench.harness import record, record_quick, write_section
 
     missed = problems(figures)
-    write_section("soak", section(figures, command, missed))
     if not figures["rate"]:
-        record("soak", figures, result=missed[0], baseline="-", ratio="-", command=command)
+        row = {"result": f"missed: {missed[0]}", "baseline": "-", "ratio": "-"}
+    else:
+        first, last, whole = figures["windows"][0], figures["windows"][-1], figures["whole"]
+        window = "minute" if first["seconds"] == 60 else f"{first['seconds']:g} s"
+        row = {
+            "result": f"{figures['seconds']:g} s at {figures['rate']:g} req/s: p99 "
+            f"{whole['p99_ms']:g} ms ({whole['charged_p99_ms']:g} less CPU waits; bound "
+            f"{figures['bound_ms']:g} ms), {whole['ok']}/{whole['sent']} ok, RSS "
+            f"{figures['rss_growth']:+.2%}; "
+            + ("all criteria met" if not missed else "missed: " + "; ".join(missed)),
+            "baseline": f"first {window} p99 {first['p99_ms']:g} ms; RSS "
+            f"{figures['rss_warm_kib'] / 1024:.0f} MiB at {figures['warmup_s']:g} s",
+            "ratio": f"last/first {window} p99 {last['p99_ms'] / first['p99_ms']:.2f}x",
+        }
+    if quick:
+        print(f"wrote {record_quick('soak', figures, **row, command=command)}", flush=True)
         return
-    first, last, whole = figures["windows"][0], figures["windows"][-1], figures["whole"]
-    record(
-        "soak",
-        figures,
-        result=f"{figures['seconds']:g} s at {figures['rate']:g} req/s: p99 {whole['p99_ms']:g} "
-        f"ms ({whole['charged_p99_ms']:g} less CPU waits; bound {figures['bound_ms']:g}), "
-        f"{whole['ok']}/{whole['sent']} ok, RSS {figures['rss_growth']:+.2%}; "
-        + ("pass" if not missed else "; ".join(missed)),
-        baseline=f"first minute p99 {first['p99_ms']:g} ms; RSS "
-        f"{figures['rss_warm_kib'] / 1024:.0f} MiB at {figures['warmup_s']:g} s",
-        ratio=f"last/first minute p99 {last['p99_ms'] / first['p99_ms']:.2f}x",
-        command=command,
-    )
+    write_section("soak", section(figures, command, missed))
+    record("soak", figures, **row, command=command)
 
 
 def section(figures: dict, command: str, missed: list[str]) -> list[str]:
