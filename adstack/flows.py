@@ -200,7 +200,9 @@ def write_reference(training_set: TrainingSet, manifest: Manifest, directory: Pa
     judged = train[train["click"] == 1] if training_set.task == "cvr" else train
 
     predictions = score(session(directory / "model.onnx"), manifest, judged)
-    return reference_profile(train, manifest, predictions).write(directory)
+    return reference_profile(train, manifest.task, manifest.feature_map, predictions).write(
+        directory
+    )
 
 
 def promote(settings: Settings, name: str, version: str, alias: str = CHAMPION) -> ResolvedModel:

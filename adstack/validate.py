@@ -81,7 +81,9 @@ def load_reference(settings: Settings, model: ResolvedModel) -> drift.Reference:
         return drift.Reference.read(model.directory)
     directory = dataset_dir(settings, model.manifest.task)
     log.warning("%s has no reference profile: profiling %s", model.directory, directory)
-    return drift.reference_profile(dataset.load(directory).part("train"), model.manifest)
+    manifest = model.manifest
+    train = dataset.load(directory).part("train")
+    return drift.reference_profile(train, manifest.task, manifest.feature_map)
 
 
 def recent_traffic(
@@ -200,7 +202,7 @@ def check_drift(
 ) -> tuple[dict, list[str]]:
     """The model's inputs and predictions on recent traffic against its reference."""
     task = model.manifest.task
-    context.status(f"{task}: drift of {len(drift.model_inputs(model.manifest))} inputs")
+    context.status(f"{task}: drift of {len(drift.model_inputs(model.manifest.feature_map))} inputs")
     frame: Any = traffic
     spark = context.spark
     if current is not None:

@@ -70,11 +70,8 @@ def synthetic(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def manifest_for(frame: pd.DataFrame) -> dict:
-    feature_map = FeatureMap.fit(
-        frame, [], list(CATEGORIES), [f.name for f in dense_features()], set()
-    )
-    return {"task": "ctr", "feature_map": feature_map.to_dict()}
+def feature_map_for(frame: pd.DataFrame) -> FeatureMap:
+    return FeatureMap.fit(frame, [], list(CATEGORIES), [f.name for f in dense_features()], set())
 
 
 def write_parquet(path: Path, rows: int) -> None:
@@ -95,8 +92,7 @@ def timing(rows_list: list[int], workdir: Path) -> dict:
     from core.spark import spark_session
 
     reference_frame = synthetic(REFERENCE_ROWS, seed=0)
-    manifest = manifest_for(reference_frame)
-    reference = drift.reference_profile(reference_frame, manifest)
+    reference = drift.reference_profile(reference_frame, "ctr", feature_map_for(reference_frame))
     inputs = len(reference.columns)
     spark = spark_session("bench-validation", "local[2]")
     results = []
@@ -176,14 +172,14 @@ def detection(seeds: int, workdir: Path) -> dict:
     finally:
         redis_server.stop(workdir / "redis")
         spark.stop()
-    manifest = {"task": "ctr", "feature_map": fit_feature_map(sets["control"]).to_dict()}
+    feature_map = fit_feature_map(sets["control"])
 
     def after(name: str, day: int) -> pd.DataFrame:
         frame = sets[name].frame
         return frame[frame["event_timestamp"] >= start + timedelta(days=day)]
 
     runner = Runner()
-    reference = drift.reference_profile(after("control", 5), manifest)
+    reference = drift.reference_profile(after("control", 5), "ctr", feature_map)
     detected = {}
     for kind in ("device", "interest"):
         report = drift.run(runner, reference, after(kind, 5))
@@ -198,7 +194,7 @@ def detection(seeds: int, workdir: Path) -> dict:
     for seed in range(seeds):
         order = np.random.default_rng(seed).permutation(len(pool))
         half = len(order) // 2
-        reference = drift.reference_profile(pool.iloc[order[:half]], manifest)
+        reference = drift.reference_profile(pool.iloc[order[:half]], "ctr", feature_map)
         began = time.perf_counter()
         report = drift.run(runner, reference, pool.iloc[order[half:]])
         seconds.append(time.perf_counter() - began)

@@ -30,8 +30,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from artifact.feature_map import HASH
-from artifact.manifest import Manifest
+from artifact.feature_map import HASH, FeatureMap
 from validation import profile as profiles
 from validation.gx import Runner, SuiteResult, check
 from validation.profile import CATEGORICAL, NUMERIC, ColumnProfile, CurrentStats
@@ -53,9 +52,8 @@ class Thresholds:
     kl_tail_weight: float = 1e-3
 
 
-def model_inputs(manifest: Manifest) -> list[tuple[str, str]]:
+def model_inputs(feature_map: FeatureMap) -> list[tuple[str, str]]:
     """(name, NUMERIC or CATEGORICAL) of every input the drift suites compare."""
-    feature_map = manifest.feature_map
     inputs = [(f.name, CATEGORICAL) for f in feature_map.sparse if f.kind != HASH]
     inputs += [(f.name, NUMERIC) for f in feature_map.dense]
     return inputs
@@ -98,20 +96,22 @@ class Reference:
 
 def reference_profile(
     frame: pd.DataFrame,
-    manifest: Manifest,
+    task: str,
+    feature_map: FeatureMap,
     predictions: np.ndarray | None = None,
 ) -> Reference:
-    """Profile ``frame`` (the training split as Feast returned it) on the model's inputs."""
+    """Profile ``frame`` (the training split as Feast returned it) on the inputs of a
+    ``task`` model with ``feature_map``."""
     columns = [
         profiles.numeric_profile(name, frame[name])
         if kind == NUMERIC
         else profiles.categorical_profile(name, frame[name])
-        for name, kind in model_inputs(manifest)
+        for name, kind in model_inputs(feature_map)
     ]
     prediction = None
     if predictions is not None:
         prediction = profiles.numeric_profile(PREDICTION, predictions)
-    return Reference(manifest.task, len(frame), columns, prediction)
+    return Reference(task, len(frame), columns, prediction)
 
 
 def distribution_expectations(

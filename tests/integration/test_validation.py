@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
+from artifact.feature_map import FeatureMap
 from core.settings import get_settings
 from feature_repo import contract
 from pipelines import batch_features
@@ -93,24 +94,25 @@ def worlds(tmp_path_factory, spark, redis_url: str) -> Iterator[dict[str, World]
 
 
 @pytest.fixture(scope="module")
-def manifest(worlds: dict[str, World]) -> dict:
-    """What drift reads from a model manifest: the task and the fitted feature map."""
-    feature_map = fit_feature_map(worlds["control"].training_set)
-    return {"task": "ctr", "feature_map": feature_map.to_dict()}
+def feature_map(worlds: dict[str, World]) -> FeatureMap:
+    """What drift reads of a CTR model: its fitted feature map."""
+    return fit_feature_map(worlds["control"].training_set)
 
 
 def test_device_drift_is_detected_on_device_and_not_on_the_other_inputs(
-    worlds: dict[str, World], manifest: dict
+    worlds: dict[str, World], feature_map: FeatureMap
 ) -> None:
     runner = Runner()
     # Before the knob turns, the two worlds are one world: nothing drifts.
     before = drift.run(
         runner,
-        drift.reference_profile(worlds["control"].rows_between(3, DRIFT_DAY), manifest),
+        drift.reference_profile(worlds["control"].rows_between(3, DRIFT_DAY), "ctr", feature_map),
         worlds["device"].rows_between(3, DRIFT_DAY),
     )
     assert before.passed and before.drifted == []
-    reference = drift.reference_profile(worlds["control"].rows_between(DRIFT_DAY, 99), manifest)
+    reference = drift.reference_profile(
+        worlds["control"].rows_between(DRIFT_DAY, 99), "ctr", feature_map
+    )
     report = drift.run(runner, reference, worlds["device"].rows_between(DRIFT_DAY, 99))
     by_name = {f.feature: f for f in report.features}
     assert "device" in report.drifted, report.as_dict()
@@ -127,7 +129,7 @@ def test_device_drift_is_detected_on_device_and_not_on_the_other_inputs(
 
 
 def test_same_distribution_splits_raise_no_false_alarms(
-    worlds: dict[str, World], manifest: dict
+    worlds: dict[str, World], feature_map: FeatureMap
 ) -> None:
     pool = worlds["control"].rows_between(DRIFT_DAY, 99).reset_index(drop=True)
     runner = Runner()
@@ -135,7 +137,7 @@ def test_same_distribution_splits_raise_no_false_alarms(
     for seed in range(SEEDS):
         order = np.random.default_rng(seed).permutation(len(pool))
         half = len(order) // 2
-        reference = drift.reference_profile(pool.iloc[order[:half]], manifest)
+        reference = drift.reference_profile(pool.iloc[order[:half]], "ctr", feature_map)
         report = drift.run(runner, reference, pool.iloc[order[half:]])
         alarms.append(report.drifted)
     # 0 of 50 in the benchmark; here every one of the splits must be clean.
@@ -182,11 +184,13 @@ def test_training_set_suite_flags_a_broken_join(worlds: dict[str, World]) -> Non
 
 
 def test_the_spark_engine_runs_the_same_suites_with_the_same_answers(
-    worlds: dict[str, World], manifest: dict, spark
+    worlds: dict[str, World], feature_map: FeatureMap, spark
 ) -> None:
     from adstack.validate import spark_frame
 
-    reference = drift.reference_profile(worlds["control"].rows_between(DRIFT_DAY, 99), manifest)
+    reference = drift.reference_profile(
+        worlds["control"].rows_between(DRIFT_DAY, 99), "ctr", feature_map
+    )
     # A quarter of the inputs and the device: on Spark every expectation is a job.
     reference.columns = [
         c for i, c in enumerate(reference.columns) if i % 4 == 0 or c.name == "device"
