@@ -1,0 +1,54 @@
+"""Model quality against a known ceiling, baselines on real logs, training throughput.
+
+Every number comes from one run on one set of splits; nothing is tuned on a test split.
+
+Data (prepared in a temporary folder, or ``--workdir``; ``--reuse DIR`` skips it):
+
+- **Simulator.** ``SimulationConfig(days=14)`` (default sizes, start 2026-01-05), the
+  Spark batch job for window ends 2026-01-06..2026-01-19, a copy of ``feature_repo/``
+  applied with ``feast apply`` (a throwaway ``redis-server`` as its online store), then
+  the CTR and CVR training sets of ``training.dataset.build`` with the calibration and
+  test days of ``adstack.flows.split_days`` (2 + 2 for CTR, 1 + 1 for CVR: the CVR
+  label window of 8 days leaves 6 whole days).
+- **TalkingData** (``/work/shared/data/talkingdata_sample``): ingested into its own data
+  root, batch job over its dates, ``feast apply``, entity rows from
+  ``labelled_impressions(..., "ctr", ...)`` (every row is a click; the install is the
+  ``conversion`` column), features of the ``cvr_v1`` service at each row's instant,
+  request features. Label = install. Split by timestamp: first 4/6 of the span train
+  (about 2 days), next 1/6 calibration, last 1/6 test (about half a day each).
+- **Open Bandit** (``/work/shared/data/open_bandit``): the same path with the ``ctr_v1``
+  service and label = click, split the same way over its 7 days.
+
+Measurements:
+
+1. Simulator CTR, test days: our LR, our DCN-v2 (defaults, and the variant chosen on
+   the calibration split among a few cheap ones), LightGBM, deepctr-torch 0.3.0's DCN
+   (matrix cross = DCN-v2, embedding 16, 3 cross layers, DNN (256, 128), dropout 0.1,
+   batch 4096, Adam at our learning rate, the same epochs and early stopping on the
+   calibration split), and the ceiling: the simulator's true ``p_click`` on the same
+   rows. Every model's test predictions are calibrated with ``artifact.calibration``
+   fitted on its calibration-split predictions; AUC, NE, ECE and quantile ECE, and the
+   gaps to the ceiling (AUC difference, relative NE difference).
+2. Simulator CVR, clicked test rows: our ESMM, deepctr-torch's ESMM (its towers are
+   MLPs; pCVR = pCTCVR / pCTR), a DCN trained on clicked rows only (the naive,
+   sample-selection-biased approach, our code), LightGBM on clicked rows, and the
+   ceiling ``p_conversion_given_click``.
+3. and 4. TalkingData and Open Bandit: our DCN against LightGBM, AUC with 95% bootstrap
+   intervals and a paired bootstrap interval of the difference (same resampled rows).
+5. Training throughput, ours vs deepctr-torch's DCN on the CTR train split, same
+   architecture and batch size, ``torch.set_num_threads(2)``: the training-loop time of
+   every epoch of the default runs above (ours: ``fit_model``'s own epoch timer;
+   deepctr: a callback from epoch begin to epoch end, so its per-call input
+   concatenation is excluded); median epoch, examples/s and ratio.
+
+Every model sees the same inputs: the feature map fitted on the train split
+(``training.train.fit_feature_map``). LightGBM gets its sparse columns as categorical
+features (codes) and the standardised dense columns; deepctr-torch gets the sparse
+columns as ``SparseFeat`` (vocabulary = the field's cardinality) and the dense columns
+as ``DenseFeat``.
+
+    python -m bench.quality [--workdir DIR] [--reuse DIR] [--parts sim_ctr sim_cvr ...]
+
+Results: ``bench/results/quality.json``, rows of ``BENCHMARKS.md`` and its model-quality
+section.
+"""
