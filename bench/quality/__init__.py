@@ -36,10 +36,14 @@ Measurements:
 3. and 4. TalkingData and Open Bandit: our DCN against LightGBM, AUC with 95% bootstrap
    intervals and a paired bootstrap interval of the difference (same resampled rows).
 5. Training throughput, ours vs deepctr-torch's DCN on the CTR train split, same
-   architecture and batch size, ``torch.set_num_threads(2)``: the training-loop time of
-   every epoch of the default runs above (ours: ``fit_model``'s own epoch timer;
+   architecture and batch size, ``torch.set_num_threads(2)``. The two default runs of
+   part 1 train in alternation in one process: ours an epoch, deepctr an epoch, ours,
+   deepctr, ... (``bench.quality.throughput``), so load on the shared machine hits both
+   alike. Training-loop time of each epoch (ours: ``fit_model``'s own epoch timer;
    deepctr: a callback from epoch begin to epoch end, so its per-call input
-   concatenation is excluded); median epoch, examples/s and ratio.
+   concatenation is excluded); over the epochs that ran in alternation: median epoch
+   time and examples/s of each, the median of the per-pair ratios and the ratio of the
+   fastest epochs, each against the 3x goal.
 
 Every model sees the same inputs: the feature map fitted on the train split
 (``training.train.fit_feature_map``). LightGBM gets its sparse columns as categorical

@@ -4,6 +4,7 @@ chosen among on the calibration split."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -16,9 +17,15 @@ from training.models import ModelConfig
 from training.train import TrainConfig, predict, train_and_evaluate
 
 
-def run_ours(training_set: TrainingSet, config: TrainConfig, clicked_eval: bool = False) -> dict:
-    """``train_and_evaluate`` plus the calibration-split metrics used for selection."""
-    trained = train_and_evaluate(training_set, config)
+def run_ours(
+    training_set: TrainingSet,
+    config: TrainConfig,
+    clicked_eval: bool = False,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> dict:
+    """``train_and_evaluate`` plus the calibration-split metrics used for selection;
+    ``after_epoch`` as in ``training.train.fit_model``."""
+    trained = train_and_evaluate(training_set, config, after_epoch=after_epoch)
     part = training_set.part("calibration")
     p = predict(trained.model, trained.feature_map.transform(part))
     if training_set.task == "cvr":

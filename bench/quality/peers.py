@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -128,38 +127,97 @@ class EpochTimer:
         self.seconds.append(time.perf_counter() - self._began)
 
 
-def fit_deepctr(
-    model,
-    x_train: dict,
-    y_train: np.ndarray,
-    holdout_loss: Callable[[], float],
-    config: TrainConfig,
-) -> tuple[list[dict], list[float]]:
-    """Our protocol around deepctr-torch's ``fit``: one epoch per call, the calibration
-    split's loss after each, patience as ours, the best epoch's weights kept."""
-    timer = EpochTimer()
-    stopping, history = EarlyStopping(config.patience), []
-    for epoch in range(config.epochs):
-        model.fit(
-            x_train, y_train, batch_size=config.batch_size, epochs=1, verbose=0,
-            shuffle=True, callbacks=[timer],
-        )  # fmt: skip
-        loss = holdout_loss()
-        history.append(
+class TorchRandomStream:
+    """torch's global generator as a stream of its own: inside ``with``, draws continue
+    this stream; outside, whoever drew before continues theirs. deepctr-torch shuffles
+    and drops out with the global generator, so with this its epochs can alternate with
+    ours while each side draws exactly what it would draw alone."""
+
+    def __init__(self, seed: int) -> None:
+        outer = torch.get_rng_state()
+        torch.manual_seed(seed)
+        self.state = torch.get_rng_state()
+        torch.set_rng_state(outer)
+        self._outer = outer
+
+    def __enter__(self) -> None:
+        self._outer = torch.get_rng_state()
+        torch.set_rng_state(self.state)
+
+    def __exit__(self, *exc: object) -> None:
+        self.state = torch.get_rng_state()
+        torch.set_rng_state(self._outer)
+
+
+class DeepctrRun:
+    """A deepctr-torch model trained one epoch per :meth:`epoch` call under our protocol:
+    the calibration split's loss after each epoch, patience as ours, the best epoch's
+    weights kept (:meth:`finish`). ``seconds`` adds up the time spent in this object
+    (building, epochs, holdout losses, predictions). A model kind defines ``losses``,
+    ``build``, ``targets``, ``holdout_loss`` and ``result``."""
+
+    losses: str | list[str] = "binary_crossentropy"
+
+    def __init__(self, views: Views, config: TrainConfig) -> None:
+        began = time.perf_counter()
+        self.views, self.config = views, config
+        self.x = {s: deepctr_inputs(views.feature_map, views.encoded[s]) for s in views.encoded}
+        self.y_train = self.targets("train")
+        self.batch_size = config.batch_size
+        self.stream = TorchRandomStream(config.seed)
+        with self.stream:
+            self.model = self.build(deepctr_columns(views.feature_map, config.model.embedding_dim))
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.model.compile(optimizer, self.losses)
+        self.timer = EpochTimer()
+        self.stopping, self.history = EarlyStopping(config.patience), []
+        self.stopped = False
+        self.seconds = time.perf_counter() - began
+
+    def build(self, columns: list):
+        raise NotImplementedError
+
+    def targets(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def holdout_loss(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or len(self.history) >= self.config.epochs
+
+    def epoch(self) -> dict:
+        began = time.perf_counter()
+        with self.stream:
+            self.model.fit(
+                self.x["train"], self.y_train, batch_size=self.batch_size, epochs=1, verbose=0,
+                shuffle=True, callbacks=[self.timer],
+            )  # fmt: skip
+        loss = self.holdout_loss()
+        seconds = self.timer.seconds[-1]
+        self.history.append(
             {
-                "epoch": epoch + 1,
+                "epoch": len(self.history) + 1,
                 "holdout_loss": loss,
-                "seconds": timer.seconds[-1],
-                "examples_per_second": len(y_train) / timer.seconds[-1],
+                "seconds": seconds,
+                "examples_per_second": len(self.y_train) / seconds,
             }
         )
-        if stopping.stop(model, loss):
-            break
-    stopping.restore(model)
-    return history, timer.seconds
+        self.stopped = self.stopping.stop(self.model, loss)
+        self.seconds += time.perf_counter() - began
+        return self.history[-1]
+
+    def finish(self) -> None:
+        while not self.done:
+            self.epoch()
+        self.stopping.restore(self.model)
+
+    def outputs(self, split: str) -> np.ndarray:
+        return self.model.predict(self.x[split], batch_size=65_536).astype(np.float64)
 
 
-def deepctr_config(config: TrainConfig) -> dict:
+def deepctr_config(config: TrainConfig, batch_size: int) -> dict:
     return {
         "embedding_dim": config.model.embedding_dim,
         "cross_num": config.model.cross_layers,
@@ -167,111 +225,108 @@ def deepctr_config(config: TrainConfig) -> dict:
         "dnn_hidden_units": list(config.model.hidden),
         "dnn_dropout": config.model.dropout,
         "optimizer": f"Adam(lr={config.learning_rate})",
-        "batch_size": config.batch_size,
+        "batch_size": batch_size,
         "max_epochs": config.epochs,
         "patience": config.patience,
         "other": "deepctr-torch defaults (l2 1e-5 on linear, embedding and cross, init_std 1e-4)",
     }
 
 
+class DeepctrDCN(DeepctrRun):
+    """deepctr-torch's DCN with matrix cross layers (DCN-v2), our architecture's sizes."""
+
+    def build(self, columns: list):
+        from deepctr_torch.models import DCN
+
+        return DCN(
+            columns,
+            columns,
+            cross_num=self.config.model.cross_layers,
+            cross_parameterization="matrix",
+            dnn_hidden_units=self.config.model.hidden,
+            dnn_dropout=self.config.model.dropout,
+            seed=self.config.seed,
+        )
+
+    def targets(self, split: str) -> np.ndarray:
+        return self.views.frames[split]["click"].to_numpy(np.float32)
+
+    def holdout_loss(self) -> float:
+        return log_loss(self.targets("calibration"), self.outputs("calibration").ravel())
+
+    def result(self) -> dict:
+        self.finish()
+        began = time.perf_counter()
+        p_cal, p_test = (self.outputs(s).ravel() for s in ("calibration", "test"))
+        y_cal, y_test = self.targets("calibration"), self.targets("test")
+        result = scored(
+            y_cal, p_cal, y_test, p_test, self.views.frames["test"]["advertiser_id"].to_numpy()
+        )
+        self.seconds += time.perf_counter() - began
+        return {
+            "config": deepctr_config(self.config, self.batch_size),
+            "seconds": self.seconds,
+            "history": self.history,
+            **result,
+            "_test_predictions": (y_test, p_test),
+        }
+
+
+class DeepctrESMM(DeepctrRun):
+    """deepctr-torch's ESMM on every impression (targets click and click-and-conversion);
+    pCVR = pCTCVR / pCTR, calibrated and judged on clicked rows."""
+
+    losses = ["binary_crossentropy", "binary_crossentropy"]
+
+    def build(self, columns: list):
+        from deepctr_torch.models import ESMM
+
+        return ESMM(
+            columns,
+            tower_dnn_hidden_units=self.config.model.hidden,
+            dnn_dropout=self.config.model.dropout,
+            seed=self.config.seed,
+        )
+
+    def targets(self, split: str) -> np.ndarray:
+        frame = self.views.frames[split]
+        return np.stack(
+            [frame["click"].to_numpy(np.float32),
+             (frame["click"] * frame["conversion"]).to_numpy(np.float32)],
+            axis=1,
+        )  # fmt: skip
+
+    def holdout_loss(self) -> float:
+        y, p = self.targets("calibration"), self.outputs("calibration")
+        return log_loss(y[:, 0], p[:, 0]) + log_loss(y[:, 1], p[:, 1])
+
+    def clicked_cvr(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        out = self.outputs(split)
+        clicked = self.views.frames[split]["click"].to_numpy() == 1
+        p = np.clip(out[clicked, 1] / np.maximum(out[clicked, 0], 1e-7), 1e-7, 1 - 1e-7)
+        return self.views.frames[split]["conversion"].to_numpy()[clicked], p
+
+    def result(self) -> dict:
+        self.finish()
+        began = time.perf_counter()
+        (y_cal, p_cal), (y_test, p_test) = self.clicked_cvr("calibration"), self.clicked_cvr("test")
+        result = scored(y_cal, p_cal, y_test, p_test)
+        self.seconds += time.perf_counter() - began
+        config = deepctr_config(self.config, self.batch_size)
+        config.pop("cross_num"), config.pop("cross_parameterization")
+        config["tower_dnn_hidden_units"] = config.pop("dnn_hidden_units")
+        return {
+            "config": config,
+            "seconds": self.seconds,
+            "history": self.history,
+            **result,
+            "_test_predictions": (y_test, p_test),
+        }
+
+
 def run_deepctr_dcn(views: Views, config: TrainConfig) -> dict:
-    from deepctr_torch.models import DCN
-
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    columns = deepctr_columns(views.feature_map, config.model.embedding_dim)
-    model = DCN(
-        columns,
-        columns,
-        cross_num=config.model.cross_layers,
-        cross_parameterization="matrix",
-        dnn_hidden_units=config.model.hidden,
-        dnn_dropout=config.model.dropout,
-        seed=config.seed,
-    )
-    model.compile(
-        torch.optim.Adam(model.parameters(), lr=config.learning_rate), "binary_crossentropy"
-    )
-    x = {s: deepctr_inputs(views.feature_map, views.encoded[s]) for s in views.encoded}
-    y = {s: views.frames[s]["click"].to_numpy(np.float32) for s in views.frames}
-
-    def p_of(split: str) -> np.ndarray:
-        return model.predict(x[split], batch_size=65_536).ravel().astype(np.float64)
-
-    history, _ = fit_deepctr(
-        model,
-        x["train"],
-        y["train"],
-        lambda: log_loss(y["calibration"], p_of("calibration")),
-        config,
-    )
-    seconds = time.perf_counter() - began
-    p_cal, p_test = p_of("calibration"), p_of("test")
-    result = scored(
-        y["calibration"], p_cal, y["test"], p_test,
-        views.frames["test"]["advertiser_id"].to_numpy(),
-    )  # fmt: skip
-    return {
-        "config": deepctr_config(config),
-        "seconds": seconds,
-        "history": history,
-        **result,
-        "_test_predictions": (y["test"], p_test),
-    }
+    return DeepctrDCN(views, config).result()
 
 
 def run_deepctr_esmm(views: Views, config: TrainConfig) -> dict:
-    """deepctr-torch's ESMM on every impression (targets click and click-and-conversion);
-    pCVR = pCTCVR / pCTR, calibrated and judged on clicked rows."""
-    from deepctr_torch.models import ESMM
-
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    columns = deepctr_columns(views.feature_map, config.model.embedding_dim)
-    model = ESMM(
-        columns,
-        tower_dnn_hidden_units=config.model.hidden,
-        dnn_dropout=config.model.dropout,
-        seed=config.seed,
-    )
-    model.compile(
-        torch.optim.Adam(model.parameters(), lr=config.learning_rate),
-        ["binary_crossentropy", "binary_crossentropy"],
-    )
-    x = {s: deepctr_inputs(views.feature_map, views.encoded[s]) for s in views.encoded}
-    click = {s: views.frames[s]["click"].to_numpy(np.float32) for s in views.frames}
-    ctcvr = {
-        s: (views.frames[s]["click"] * views.frames[s]["conversion"]).to_numpy(np.float32)
-        for s in views.frames
-    }
-
-    def outputs(split: str) -> tuple[np.ndarray, np.ndarray]:
-        out = model.predict(x[split], batch_size=65_536).astype(np.float64)
-        return out[:, 0], out[:, 1]
-
-    def holdout_loss() -> float:
-        p_ctr, p_ctcvr = outputs("calibration")
-        return log_loss(click["calibration"], p_ctr) + log_loss(ctcvr["calibration"], p_ctcvr)
-
-    y_train = np.stack([click["train"], ctcvr["train"]], axis=1)
-    history, _ = fit_deepctr(model, x["train"], y_train, holdout_loss, config)
-    seconds = time.perf_counter() - began
-
-    def clicked_cvr(split: str) -> tuple[np.ndarray, np.ndarray]:
-        p_ctr, p_ctcvr = outputs(split)
-        clicked = click[split] == 1
-        p = np.clip(p_ctcvr[clicked] / np.maximum(p_ctr[clicked], 1e-7), 1e-7, 1 - 1e-7)
-        return views.frames[split]["conversion"].to_numpy()[clicked], p
-
-    (y_cal, p_cal), (y_test, p_test) = clicked_cvr("calibration"), clicked_cvr("test")
-    result = scored(y_cal, p_cal, y_test, p_test)
-    cfg = deepctr_config(config)
-    cfg.pop("cross_num"), cfg.pop("cross_parameterization")
-    cfg["tower_dnn_hidden_units"] = cfg.pop("dnn_hidden_units")
-    return {
-        "config": cfg,
-        "seconds": seconds,
-        "history": history,
-        **result,
-        "_test_predictions": (y_test, p_test),
-    }
+    return DeepctrESMM(views, config).result()
