@@ -129,9 +129,10 @@ class EpochTimer:
 
 class TorchRandomStream:
     """torch's global generator as a stream of its own: inside ``with``, draws continue
-    this stream; outside, whoever drew before continues theirs. deepctr-torch shuffles
-    and drops out with the global generator, so with this its epochs can alternate with
-    ours while each side draws exactly what it would draw alone."""
+    this stream; outside, whoever drew before continues theirs. deepctr-torch shuffles,
+    drops out and seeds every DataLoader (even predict's) with the global generator, so
+    with this its epochs can alternate with ours while each side draws exactly what it
+    would draw alone."""
 
     def __init__(self, seed: int) -> None:
         outer = torch.get_rng_state()
@@ -214,7 +215,10 @@ class DeepctrRun:
         self.stopping.restore(self.model)
 
     def outputs(self, split: str) -> np.ndarray:
-        return self.model.predict(self.x[split], batch_size=65_536).astype(np.float64)
+        # predict's DataLoader draws a seed from the global generator too.
+        with self.stream:
+            out = self.model.predict(self.x[split], batch_size=65_536)
+        return out.astype(np.float64)
 
 
 def deepctr_config(config: TrainConfig, batch_size: int) -> dict:
