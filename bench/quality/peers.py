@@ -7,12 +7,12 @@ import time
 import numpy as np
 import torch
 
-from artifact.feature_map import Encoded, FeatureMap
+from artifact.feature_map import HASH, Encoded, FeatureMap
 from artifact.metrics import log_loss
 from bench.quality.plan import THREADS
 from bench.quality.prepare import Views
 from bench.quality.scoring import scored
-from training.train import EarlyStopping, TrainConfig
+from training.train import EarlyStopping, TrainConfig, effective_batch_size
 
 LGBM_PARAMS = {
     "objective": "binary",
@@ -84,6 +84,12 @@ def run_lightgbm(views: Views, label: str = "click", params: dict | None = None)
 
 # deepctr-torch
 
+# deepctr-torch's L2 terms, all off. Its defaults put 1e-5 on the linear part, the
+# embeddings and the cross kernels, summed over whole tables each step; our loop has no
+# L2 (``TrainConfig.weight_decay`` is 0), so both sides are regularised alike only
+# without them. Dropout, id dropout and early stopping follow the ``TrainConfig``.
+NO_L2 = {"l2_reg_linear": 0.0, "l2_reg_embedding": 0.0, "l2_reg_dnn": 0.0}
+
 
 def deepctr_columns(feature_map: FeatureMap, dim: int) -> list:
     from deepctr_torch.inputs import DenseFeat, SparseFeat
@@ -153,9 +159,12 @@ class TorchRandomStream:
 class DeepctrRun:
     """A deepctr-torch model trained one epoch per :meth:`epoch` call under our protocol:
     the calibration split's loss after each epoch, patience as ours, the best epoch's
-    weights kept (:meth:`finish`). ``seconds`` adds up the time spent in this object
-    (building, epochs, holdout losses, predictions). A model kind defines ``losses``,
-    ``build``, ``targets``, ``holdout_loss`` and ``result``."""
+    weights kept (:meth:`finish`). Regularised like ours: no L2, the MLP dropout of the
+    config, and each epoch a fresh ``id_dropout`` share of the hashed ids of the train
+    split set to their out-of-vocabulary row (our loop draws the same share per batch).
+    Batches are our loop's effective batch size. ``seconds`` adds up the time spent in
+    this object (building, epochs, holdout losses, predictions). A model kind defines
+    ``losses``, ``build``, ``targets``, ``holdout_loss`` and ``result``."""
 
     losses: str | list[str] = "binary_crossentropy"
 
@@ -164,11 +173,19 @@ class DeepctrRun:
         self.views, self.config = views, config
         self.x = {s: deepctr_inputs(views.feature_map, views.encoded[s]) for s in views.encoded}
         self.y_train = self.targets("train")
-        self.batch_size = config.batch_size
+        self.batch_size = effective_batch_size(config.batch_size, len(self.y_train))
+        self.hashed = [f"s_{f.name}" for f in views.feature_map.sparse if f.kind == HASH]
+        self.id_draws = np.random.default_rng(config.seed)
         self.stream = TorchRandomStream(config.seed)
         with self.stream:
             self.model = self.build(deepctr_columns(views.feature_map, config.model.embedding_dim))
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        # deepctr-torch's loss is a sum over the batch, ours a mean: Adam's coupled decay
+        # scaled by the batch gives the same update.
+        optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay * self.batch_size,
+        )
         self.model.compile(optimizer, self.losses)
         self.timer = EpochTimer()
         self.stopping, self.history = EarlyStopping(config.patience), []
@@ -188,11 +205,21 @@ class DeepctrRun:
     def done(self) -> bool:
         return self.stopped or len(self.history) >= self.config.epochs
 
+    def train_inputs(self) -> dict[str, np.ndarray]:
+        if self.config.id_dropout <= 0:
+            return self.x["train"]
+        x = dict(self.x["train"])
+        for name in self.hashed:
+            dropped = self.id_draws.random(len(x[name])) < self.config.id_dropout
+            x[name] = np.where(dropped, 0, x[name])
+        return x
+
     def epoch(self) -> dict:
         began = time.perf_counter()
+        x = self.train_inputs()
         with self.stream:
             self.model.fit(
-                self.x["train"], self.y_train, batch_size=self.batch_size, epochs=1, verbose=0,
+                x, self.y_train, batch_size=self.batch_size, epochs=1, verbose=0,
                 shuffle=True, callbacks=[self.timer],
             )  # fmt: skip
         loss = self.holdout_loss()
@@ -228,11 +255,16 @@ def deepctr_config(config: TrainConfig, batch_size: int) -> dict:
         "cross_parameterization": "matrix",
         "dnn_hidden_units": list(config.model.hidden),
         "dnn_dropout": config.model.dropout,
-        "optimizer": f"Adam(lr={config.learning_rate})",
+        "optimizer": f"Adam(lr={config.learning_rate}, "
+        f"weight_decay={config.weight_decay} x batch on its summed loss)",
         "batch_size": batch_size,
         "max_epochs": config.epochs,
         "patience": config.patience,
-        "other": "deepctr-torch defaults (l2 1e-5 on linear, embedding and cross, init_std 1e-4)",
+        "l2_reg": "0 on linear, embedding, cross and DNN (library default: 1e-5 on the "
+        "first three)",
+        "id_dropout": config.id_dropout,
+        "other": "deepctr-torch defaults otherwise (init_std 1e-4, a linear logit over the "
+        "same columns)",
     }
 
 
@@ -249,6 +281,8 @@ class DeepctrDCN(DeepctrRun):
             cross_parameterization="matrix",
             dnn_hidden_units=self.config.model.hidden,
             dnn_dropout=self.config.model.dropout,
+            l2_reg_cross=0.0,
+            **NO_L2,
             seed=self.config.seed,
         )
 
@@ -289,6 +323,7 @@ class DeepctrESMM(DeepctrRun):
             columns,
             tower_dnn_hidden_units=self.config.model.hidden,
             dnn_dropout=self.config.model.dropout,
+            **NO_L2,
             seed=self.config.seed,
         )
 

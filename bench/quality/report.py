@@ -106,13 +106,19 @@ def throughput_row(t: dict) -> tuple[str, str, str]:
     epochs = len(t["ours_epoch_seconds"])
     if "paired_epochs" in t:
         how = f"median of {epochs} epochs alternating with deepctr-torch's"
+        r = t["regularisation"]
+        l2 = "no L2" if r["weight_decay"] == 0 else f"weight decay {r['weight_decay']}"
+        alike = (
+            f"; same regularisation: {l2}, MLP dropout {r['mlp_dropout']}, id dropout "
+            f"{r['id_dropout']}, early stopping"
+        )
     else:  # recorded before the epochs alternated: separate runs
-        how = f"median epoch of {epochs}"
+        how, alike = f"median epoch of {epochs}", ""
     return (
         f"ours DCN-v2 {thousands(t['ours_examples_per_second'])} examples/s ({how}, "
         f"{t['rows']:,} rows, batch {t['batch_size']}, {t['threads']} threads; goal 3x)",
         f"deepctr-torch DCN {thousands(t['deepctr_examples_per_second'])} examples/s "
-        f"(median epoch of {len(t['deepctr_epoch_seconds'])})",
+        f"(median epoch of {len(t['deepctr_epoch_seconds'])}{alike})",
         f"{t['ratio']:.1f}x median epochs ({goal(t['ratio'])}); fastest epochs "
         f"{fastest:.1f}x ({goal(fastest)})",
     )
