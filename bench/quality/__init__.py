@@ -69,7 +69,11 @@ columns as ``SparseFeat`` (vocabulary = the field's cardinality) and the dense c
 as ``DenseFeat``.
 
     python -m bench.quality [--workdir DIR] [--reuse DIR] [--parts sim_ctr sim_cvr ...]
+    python -m bench.quality --quick
 
 Results: ``bench/results/quality.json``, rows of ``BENCHMARKS.md`` and its model-quality
-section.
+section. ``--quick`` runs every part small (``plan.QUICK``: 11 simulated days of 2,500
+users, 200 ads and 6,000 impressions a day, 2 epochs, one DCN variant; the real logs
+whole, skipped when ``../shared/data`` is absent) in about three minutes on two cores,
+to check that the benchmark works; it writes ``bench/results/quick/quality.json`` only.
 """

@@ -14,7 +14,7 @@ import torch
 
 from bench import quality
 from bench.quality.parts import real_log, simulator_ctr, simulator_cvr
-from bench.quality.plan import COMMAND, PARTS, THREADS, log
+from bench.quality.plan import COMMAND, FULL, PARTS, QUICK, THREADS, Scale, log
 from bench.quality.prepare import REAL, Prepared, Services, prepare
 from bench.quality.report import keep_earlier_parts, record
 from training.train import TrainConfig
@@ -29,12 +29,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse", type=Path, help="a --workdir of an earlier run: data/, ds_ctr/, ds_cvr/, ..."
     )
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every part, small (a few minutes); records to bench/results/quick/ only",
+    )
+    parser.add_argument("--epochs", type=int, help="default: TrainConfig's, 2 with --quick")
     parser.add_argument(
         "--variant-budget",
         type=float,
-        default=420.0,
-        help="seconds for DCN hyper-parameter variants (0: none); later variants are skipped",
+        help="seconds for DCN hyper-parameter variants (0: none); later variants are skipped "
+        "(default 420, 1 with --quick)",
     )
     parser.add_argument(
         "--train-fraction", type=float, default=1.0, help="development only: thin train splits"
@@ -43,13 +48,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--record-only", type=Path, help="write the report from a saved figures file"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    scale = scale_of(args)
+    if args.epochs is None:
+        args.epochs = scale.epochs or TrainConfig().epochs
+    if args.variant_budget is None:
+        args.variant_budget = scale.variant_budget
+    return args
+
+
+def scale_of(args: argparse.Namespace) -> Scale:
+    return QUICK if args.quick else FULL
 
 
 def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dict:
     figures: dict = {"parameters": {k: str(v) for k, v in vars(args).items()}, "not_done": []}
     began = time.perf_counter()
-    figures["prepare_seconds"] = prepare(args, prepared, services, figures["not_done"])
+    figures["prepare_seconds"] = prepare(
+        args, prepared, services, scale_of(args), figures["not_done"]
+    )
     figures["prepare_seconds"]["total"] = time.perf_counter() - began
     sections = {
         "sim_ctr": lambda: simulator_ctr(prepared, args, figures["not_done"]),
@@ -76,11 +93,12 @@ def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    scale = scale_of(args)
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
     if args.record_only:
         saved = json.loads(args.record_only.read_text())
         recorded = saved["command"].replace(" --no-record", "")
-        print(f"wrote {record(saved['figures'], recorded)}")
+        print(f"wrote {record(saved['figures'], recorded, scale)}")
         return
     torch.set_num_threads(THREADS)
     began = time.perf_counter()
@@ -92,14 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         figures = run(args, Prepared(root), services)
     figures["total_seconds"] = time.perf_counter() - began
     # Kept before the report is written, so a report bug costs no re-run (--record-only).
-    raw = Path(tempfile.gettempdir()) / "bench-quality-figures.json"
+    raw = Path(tempfile.gettempdir()) / f"bench-quality-{scale.name}-figures.json"
     raw.write_text(json.dumps({"command": command, "figures": figures}, default=float))
     print(f"figures saved to {raw}")
     if not args.no_record:
-        carried = keep_earlier_parts(figures, args.parts)
+        carried = keep_earlier_parts(figures, args.parts, scale.results)
         if carried:
             print(f"parts kept from the last recorded run: {', '.join(carried)}")
-        print(f"wrote {record(figures, command)}")
+        print(f"wrote {record(figures, command, scale)}")
     short = {k: v for k, v in figures.items() if k in ("not_done", "prepare_seconds")}
     print(json.dumps(short, indent=1, default=float))
 

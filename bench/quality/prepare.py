@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 from adstack.flows import split_days
 from artifact.feature_map import Encoded, FeatureMap
 from bench.harness import ROOT
-from bench.quality.plan import DAYS, OPEN_BANDIT, START, TALKINGDATA, log
+from bench.quality.plan import OPEN_BANDIT, START, TALKINGDATA, Scale, log
 from bench.stream import feast_apply
 from training import dataset
 from training.dataset import SplitDays, TrainingSet, service_features
@@ -103,17 +103,17 @@ def batch_job(services: Services, data: Path) -> dict:
     return batch_features.run(services.spark, data, first.date() + timedelta(days=1), last.date())
 
 
-def prepare_simulator(prepared: Prepared, services: Services) -> dict:
+def prepare_simulator(prepared: Prepared, services: Services, scale: Scale) -> dict:
     from pipelines.simulator import SimulationConfig, write_simulation
 
-    data, timings = prepared.sim_data, {}
+    data, timings, days = prepared.sim_data, {}, scale.days
     began = time.perf_counter()
-    config = SimulationConfig(days=DAYS, start=START)
+    config = SimulationConfig(**scale.simulation, start=START)
     write_simulation(config, data / "events", data / "ground_truth")
     timings["simulate"] = time.perf_counter() - began
     began = time.perf_counter()
     first_end = START.date() + timedelta(days=1)
-    last_end = START.date() + timedelta(days=DAYS)
+    last_end = START.date() + timedelta(days=days)
     from pipelines import batch_features
 
     batch_features.run(services.spark, data, first_end, last_end)
@@ -121,11 +121,11 @@ def prepare_simulator(prepared: Prepared, services: Services) -> dict:
     began = time.perf_counter()
     store = applied_store(prepared.root / "sim_repo", data, services.redis_url)
     timings["feast_apply"] = time.perf_counter() - began
-    start, end = START, START + timedelta(days=DAYS)
+    start, end = START, START + timedelta(days=days)
     for task in ("ctr", "cvr"):
         began = time.perf_counter()
-        days = split_days(start, end - dataset.label_window(task))
-        built = dataset.build(store, data, task, start, end, None, None, days, days)
+        held_out = split_days(start, end - dataset.label_window(task))
+        built = dataset.build(store, data, task, start, end, None, None, held_out, held_out)
         dataset.save(built, prepared.sim_set(task))
         timings[f"build_{task}"] = time.perf_counter() - began
     return timings
@@ -234,13 +234,17 @@ REAL = {
 
 
 def prepare(
-    args: argparse.Namespace, prepared: Prepared, services: Services, not_done: list[dict]
+    args: argparse.Namespace,
+    prepared: Prepared,
+    services: Services,
+    scale: Scale,
+    not_done: list[dict],
 ) -> dict:
     """Whatever the chosen parts need and ``--reuse`` does not already hold."""
     timings: dict = {}
     if {"sim_ctr", "sim_cvr"} & set(args.parts) and not prepared.sim_set("cvr").exists():
         log("preparing the simulator data")
-        timings["simulator"] = prepare_simulator(prepared, services)
+        timings["simulator"] = prepare_simulator(prepared, services, scale)
     for part, (source, path, service, label) in REAL.items():
         if part in args.parts and path.exists() and not prepared.real_set(part).exists():
             log(f"preparing {part}")

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import RESULTS, TABLE, machine, write_section
-from bench.quality.plan import GOAL_SPEEDUP, PARTS
+from bench.harness import TABLE, machine, write_section
+from bench.quality.plan import GOAL_SPEEDUP, PARTS, Scale
 from bench.stream import head_commit
 
 MODEL_LABELS = {
@@ -200,10 +200,10 @@ ROW_PARTS = {
 }
 
 
-def keep_earlier_parts(figures: dict, parts: list[str]) -> list[str]:
-    """Carry over, from the last recorded run, the parts this run did not measure; each
-    keeps the command, date and commit that produced it. Returns the parts carried."""
-    path = RESULTS / "quality.json"
+def keep_earlier_parts(figures: dict, parts: list[str], path: Path) -> list[str]:
+    """Carry over, from the last run recorded at ``path``, the parts this run did not
+    measure; each keeps the command, date and commit that produced it. Returns the parts
+    carried."""
     if not path.exists():
         return []
     previous = json.loads(path.read_text())
@@ -218,14 +218,18 @@ def keep_earlier_parts(figures: dict, parts: list[str]) -> list[str]:
     return carried
 
 
-def record(figures: dict, command: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def record(figures: dict, command: str, scale: Scale) -> Path:
+    """The JSON at the scale's path; at full scale also the section and the rows of
+    BENCHMARKS.md."""
+    path = scale.results
+    path.parent.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     payload = {"name": "quality", "date": date, "commit": head_commit(), "machine": machine()}
-    path = RESULTS / "quality.json"
     path.write_text(
         json.dumps({**payload, "command": command, **figures}, indent=2, default=float) + "\n"
     )
+    if not scale.writes_table:
+        return path
     write_section("quality", quality_section(figures, command, date))
     lines = TABLE.read_text().splitlines()
     for name, (result, baseline, ratio) in rows(figures).items():
