@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python -m bench.batch_features
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.quality --workdir /tmp/adstack-bench-quality
+	$(BIN)/python -m bench.leakage --reuse /tmp/adstack-bench-quality
 	$(BIN)/python -m bench.serving --workdir /tmp/adstack-bench-serving
 	$(BIN)/python -m bench.soak --seconds 1800
 	$(BIN)/python -m bench.validation
@@ -62,6 +63,11 @@ bench-quick: setup
 	$(BIN)/python -m bench.materialize --quick
 	$(BIN)/python -m bench.batch_features --quick
 	$(BIN)/python -m bench.validation --quick
+	$(BIN)/python -m bench.stream --quick
+	$(BIN)/python -m bench.quality --quick
+	$(BIN)/python -m bench.leakage --quick
+	$(BIN)/python -m bench.serving --quick
+	$(BIN)/python -m bench.soak --quick
 
 clean:
 	rm -rf data reports .adstack

@@ -12,8 +12,9 @@ when either differs from what the results say.
     python -m bench.report --rederive stream quality
 
 ``--rederive`` rewrites the stored rows of benchmarks whose script derives its row text
-from its recorded figures alone (a module-level ``rows(figures)``), after a change of
-wording: same figures, same run, the script's current text.
+from its recorded figures alone (``rows(figures)`` in ``bench.<name>`` or
+``bench.<name>.report``), after a change of wording: same figures, same run, the
+script's current text.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def rederive(directory: Path, name: str) -> None:
     path = directory / f"{name}.json"
     result = json.loads(path.read_text())
     module = importlib.import_module(f"bench.{name}")
-    for row, cells in module.rows(result).items():
+    rows = getattr(module, "rows", None) or importlib.import_module(f"bench.{name}.report").rows
+    for row, cells in rows(result).items():
         stored = result["markdown_rows"][row]
         if isinstance(cells, dict):
             cells = (cells["result"], cells["baseline"], cells["ratio"])

@@ -163,9 +163,14 @@ def fit_model(
     holdout_labels: pd.DataFrame,
     config: TrainConfig,
     progress: Callable[[int, int, int, float], None] | None = None,
+    after_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train with early stopping on the holdout's loss; returns the best model and the
-    per-epoch history (train loss, holdout loss, examples per second)."""
+    per-epoch history (train loss, holdout loss, examples per second).
+
+    ``after_epoch`` receives each epoch's history entry once its holdout loss is known,
+    outside the epoch's timer: the quality benchmark trains a peer's epoch there, so the
+    two loops alternate under the same machine load."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, feature_map.cardinalities, len(feature_map.dense))
     optimizer = torch.optim.Adam(
@@ -211,6 +216,8 @@ def fit_model(
                 "batch_size": batch_size,
             }
         )
+        if after_epoch is not None:
+            after_epoch(history[-1])
         if stopping.stop(model, hold_loss):
             break
     stopping.restore(model)
@@ -331,6 +338,7 @@ def train_and_evaluate(
     training_set: TrainingSet,
     config: TrainConfig,
     progress: Callable[[int, int, int, float], None] | None = None,
+    after_epoch: Callable[[dict], None] | None = None,
 ) -> TrainedModel:
     started = time.perf_counter()
     task = training_set.task
@@ -351,6 +359,7 @@ def train_and_evaluate(
         parts["calibration"],
         config,
         progress,
+        after_epoch,
     )
     y_cal, p_cal, _ = _served(task, parts["calibration"], predict(model, encoded["calibration"]))
     fitted = calibration.fit(p_cal, y_cal)
