@@ -64,8 +64,9 @@ bench-quick: setup
 	$(BIN)/python -m bench.batch_features --quick
 	$(BIN)/python -m bench.validation --quick
 	$(BIN)/python -m bench.stream --quick
-	$(BIN)/python -m bench.quality --quick
-	$(BIN)/python -m bench.leakage --quick
+	rm -rf /tmp/adstack-quick-quality /tmp/serving-bench-quick
+	$(BIN)/python -m bench.quality --quick --workdir /tmp/adstack-quick-quality
+	$(BIN)/python -m bench.leakage --quick --reuse /tmp/adstack-quick-quality
 	$(BIN)/python -m bench.serving --quick
 	$(BIN)/python -m bench.soak --quick
 
