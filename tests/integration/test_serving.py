@@ -126,7 +126,7 @@ def test_values_older_than_their_ttl_are_missing(stack: Stack) -> None:
 
 
 def test_scores_equal_the_training_path_on_feasts_values(stack: Stack) -> None:
-    """/v1/score == export.score (the feature map on a DataFrame) over Feast's SDK values
+    """/v1/score == runtime.score (the feature map on a DataFrame) over Feast's SDK values
     plus the contract's request features: assembly adds nothing and drops nothing."""
     body = _auction_body(stack, n=60)
     request = {
