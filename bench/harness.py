@@ -98,17 +98,6 @@ def record(
     return save_rows(name, figures, {name: (result, baseline, ratio)}, command=command)
 
 
-def record_quick(name: str, figures: dict, **row: object) -> Path:
-    """Write bench/results/quick/<name>.json, with the BENCHMARKS.md row it would have
-    written under ``row``; BENCHMARKS.md and bench/results/<name>.json are left alone."""
-    QUICK.mkdir(parents=True, exist_ok=True)
-    date = datetime.now(UTC).strftime("%Y-%m-%d")
-    payload = {"name": name, "date": date, "commit": commit(), "machine": machine()}
-    path = QUICK / f"{name}.json"
-    path.write_text(json.dumps({**payload, "quick": True, "row": row, **figures}, indent=2) + "\n")
-    return path
-
-
 def write_section(key: str, lines: list[str]) -> None:
     """The ``bench.<key>`` section of BENCHMARKS.md, kept as bench/results/<key>.section.md
     beside the benchmark's JSON and rendered from there."""

@@ -60,7 +60,7 @@ import numpy as np
 import pyarrow as pa
 
 from adstack import processes
-from bench.harness import record, record_quick, write_section
+from bench.harness import record, use_quick, write_section
 from bench.loadgen import read_response, request_bytes, run
 from bench.materialize import synthetic_table, write_table
 from core.settings import read_or_create_token
@@ -600,6 +600,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.scale = QUICK if args.quick else FULL
     args.rates = QUICK_RATES if args.quick else RATES
+    if args.quick:
+        use_quick()
     return args
 
 
@@ -807,9 +809,6 @@ def report(results: dict, args: argparse.Namespace) -> None:
         "ratio": "; ".join(ratios) or "-",
         "command": command,
     }
-    if args.quick:
-        log(f"wrote {record_quick('serving', results, **row)}")
-        return
     write_section("serving", section(results, args, command))
     record("serving", results, **row)
 

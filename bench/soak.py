@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness import record, use_quick, write_section
 from bench.loadgen import Answer, Result, clock, open_loop, request_bytes
 from bench.serving import highest_rate
 
@@ -389,6 +390,8 @@ def main() -> None:
     if "--quick" in sys.argv[1:]:
         parser.set_defaults(workdir=Path("/tmp/serving-bench-quick"), seconds=30.0)
     args = parser.parse_args()
+    if args.quick:
+        use_quick()
     from adstack import processes, redis_server
     from bench import serving
     from core.settings import get_settings
@@ -425,12 +428,11 @@ def main() -> None:
         if running is None:
             redis_server.stop(redis_dir)
     serving.log(summary(figures))
-    report(figures, ("python -m bench.soak " + " ".join(sys.argv[1:])).strip(), args.quick)
+    report(figures, ("python -m bench.soak " + " ".join(sys.argv[1:])).strip())
 
 
-def report(figures: dict, command: str, quick: bool = False) -> None:
-    from bench.harness import record, record_quick, write_section
-
+def report(figures: dict, command: str) -> None:
+    """The section and the row; a --quick run's go to bench/results/quick/."""
     missed = problems(figures)
     if not figures["rate"]:
         row = {"result": f"missed: {missed[0]}", "baseline": "-", "ratio": "-"}
@@ -447,9 +449,6 @@ def report(figures: dict, command: str, quick: bool = False) -> None:
             f"{figures['rss_warm_kib'] / 1024:.0f} MiB at {figures['warmup_s']:g} s",
             "ratio": f"last/first {window} p99 {last['p99_ms'] / first['p99_ms']:.2f}x",
         }
-    if quick:
-        print(f"wrote {record_quick('soak', figures, **row, command=command)}", flush=True)
-        return
     write_section("soak", section(figures, command, missed))
     record("soak", figures, **row, command=command)
 

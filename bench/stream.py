@@ -66,7 +66,7 @@ import pyarrow.parquet as pq
 import redis
 
 from adstack import redis_server
-from bench.harness import ROOT, record_quick, save_rows
+from bench.harness import ROOT, save_rows, use_quick
 from core.event_bus import KINDS, EventProducer, Events
 from core.feast_provider import append_partitioned
 from core.settings import get_settings
@@ -843,6 +843,8 @@ def run(args: argparse.Namespace, url: str, scratch: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.quick:
+        use_quick()
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as scratch:
         server_dir = Path(scratch) / "redis"
@@ -853,9 +855,7 @@ def main(argv: list[str] | None = None) -> None:
             redis_server.stop(server_dir)
     figures["total_seconds"] = time.perf_counter() - began
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
-    if args.quick and not args.no_record:
-        print(f"wrote {record_quick('stream', figures, command=command, rows=rows(figures))}")
-    elif not args.no_record:
+    if not args.no_record:
         print(f"wrote {record(figures, command)}")
     print(json.dumps(figures, indent=2, default=str))
 

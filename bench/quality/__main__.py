@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from bench import quality
+from bench.harness import results_dir, use_quick
 from bench.quality.parts import real_log, simulator_ctr, simulator_cvr
 from bench.quality.plan import COMMAND, FULL, PARTS, QUICK, THREADS, Scale, log
 from bench.quality.prepare import REAL, Prepared, Services, prepare
@@ -94,11 +95,13 @@ def run(args: argparse.Namespace, prepared: Prepared, services: Services) -> dic
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     scale = scale_of(args)
+    if args.quick:
+        use_quick()
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
     if args.record_only:
         saved = json.loads(args.record_only.read_text())
         recorded = saved["command"].replace(" --no-record", "")
-        print(f"wrote {record(saved['figures'], recorded, scale)}")
+        print(f"wrote {record(saved['figures'], recorded)}")
         return
     torch.set_num_threads(THREADS)
     began = time.perf_counter()
@@ -114,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     raw.write_text(json.dumps({"command": command, "figures": figures}, default=float))
     print(f"figures saved to {raw}")
     if not args.no_record:
-        carried = keep_earlier_parts(figures, args.parts, scale.results)
+        carried = keep_earlier_parts(figures, args.parts, results_dir() / "quality.json")
         if carried:
             print(f"parts kept from the last recorded run: {', '.join(carried)}")
-        print(f"wrote {record(figures, command, scale)}")
+        print(f"wrote {record(figures, command)}")
     short = {k: v for k, v in figures.items() if k in ("not_done", "prepare_seconds")}
     print(json.dumps(short, indent=1, default=float))
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bench.harness import RESULTS, ROOT
+from bench.harness import ROOT
 
 COMMAND = "python -m bench.quality"
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -31,9 +30,6 @@ class Scale:
     simulation: dict = field(default_factory=dict)
     epochs: int | None = None  # None: TrainConfig's default
     variant_budget: float = 420.0
-    results: Path = RESULTS / "quality.json"
-    # Rows and the model-quality section of BENCHMARKS.md.
-    writes_table: bool = True
 
     @property
     def days(self) -> int:
@@ -49,8 +45,6 @@ QUICK = Scale(
     {"days": 11, "users": 2_500, "ads": 200, "impressions_per_day": 6_000},
     epochs=2,
     variant_budget=1.0,
-    results=RESULTS / "quick" / "quality.json",
-    writes_table=False,
 )
 
 

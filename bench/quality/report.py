@@ -6,9 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import machine, save_rows, write_section
-from bench.quality.plan import GOAL_SPEEDUP, PARTS, Scale
-from bench.stream import head_commit
+from bench.harness import save_rows, write_section
+from bench.quality.plan import GOAL_SPEEDUP, PARTS
 
 MODEL_LABELS = {
     "ours_lr": "ours LR",
@@ -219,18 +218,9 @@ def keep_earlier_parts(figures: dict, parts: list[str], path: Path) -> list[str]
     return carried
 
 
-def record(figures: dict, command: str, scale: Scale) -> Path:
-    """The JSON at the scale's path; at full scale also the section and the rows of
-    BENCHMARKS.md (rendered from the JSON by bench.report)."""
-    if not scale.writes_table:
-        path = scale.results
-        path.parent.mkdir(parents=True, exist_ok=True)
-        date = datetime.now(UTC).strftime("%Y-%m-%d")
-        payload = {"name": "quality", "date": date, "commit": head_commit(), "machine": machine()}
-        path.write_text(
-            json.dumps({**payload, "command": command, **figures}, indent=2, default=float) + "\n"
-        )
-        return path
+def record(figures: dict, command: str) -> Path:
+    """The JSON, the section and the rows of BENCHMARKS.md (rendered from the JSON by
+    bench.report); a --quick run's go to bench/results/quick/."""
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     write_section("quality", quality_section(figures, command, date))
     cells = {}
