@@ -34,7 +34,7 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core artifact serving training
+	$(BIN)/mypy core artifact serving training adstack
 
 # Every benchmark at full size, then BENCHMARKS.md and the README summary regenerated
 # from bench/results/. Expect about 5 hours on 2 cores (the soak alone is 30 minutes,

@@ -364,23 +364,59 @@ def _task(value: str) -> str:
     return value
 
 
+def _fractions(value: str | None) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(part) for part in value.split(","))
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r}: three numbers like 0.7,0.15,0.15") from error
+    if len(parts) != 3:
+        raise typer.BadParameter(f"{value!r}: three numbers like 0.7,0.15,0.15")
+    return parts[0], parts[1], parts[2]
+
+
 @app.command()
 def dataset(
     task: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
     start: Annotated[str | None, typer.Option(help="First impression instant (ISO 8601).")] = None,
     end: Annotated[str | None, typer.Option(help="End of the impressions (exclusive).")] = None,
     cutoff: Annotated[
-        str | None, typer.Option(help="When the log was read (default: --end).")
+        str | None,
+        typer.Option(
+            help="When the log was read (default: its last event). Impressions whose label "
+            "window is still open then are left out."
+        ),
     ] = None,
     service: Annotated[
         str | None, typer.Option(help="Feature service (default ctr_v1/cvr_v1).")
     ] = None,
+    calibration_from: Annotated[
+        str | None,
+        typer.Option(help="Calibration period start (ISO 8601); train is before it."),
+    ] = None,
+    test_from: Annotated[
+        str | None, typer.Option(help="Test period start (ISO 8601), after calibration.")
+    ] = None,
+    split_fractions: Annotated[
+        str | None,
+        typer.Option(
+            help="Train, calibration and test shares of the time-ordered rows, e.g. "
+            "0.7,0.15,0.15 (default for logs under 3 days; otherwise the last whole days)."
+        ),
+    ] = None,
 ) -> None:
     """Build a point-in-time training set from Feast (default: the whole event log)."""
     from adstack.flows import build_dataset, dataset_dir
+    from training.dataset import SPLITS, SplitRequest
 
     settings = get_settings()
     try:
+        split = SplitRequest(
+            _instant(calibration_from, "--calibration-from") if calibration_from else None,
+            _instant(test_from, "--test-from") if test_from else None,
+            _fractions(split_fractions),
+        )
         with console.status(f"labelling impressions and joining {task} features with Feast"):
             training_set = build_dataset(
                 settings,
@@ -389,20 +425,31 @@ def dataset(
                 _instant(end, "--end") if end else None,
                 _instant(cutoff, "--cutoff") if cutoff else None,
                 service,
+                split,
             )
     except (ValueError, FileNotFoundError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     summary = training_set.summary()
-    table = Table("split", "rows", "clicks", "conversions", title=f"{task} training set")
-    for split, row in summary["rows_by_split"].items():
-        table.add_row(split, *(f"{row[k]:,}" for k in ("rows", "clicks", "conversions")))
+    splits = summary["splits"]
+    table = Table(
+        "split", "from", "rows", "clicks", "conversions",
+        title=f"{task} training set (split by {splits['how']})",
+    )  # fmt: skip
+    bounds = (splits["start"], splits["calibration"], splits["test"])
+    starts = dict(zip(SPLITS, bounds, strict=True))
+    for split_name, row in summary["rows_by_split"].items():
+        table.add_row(
+            split_name,
+            starts[split_name],
+            *(f"{row[k]:,}" for k in ("rows", "clicks", "conversions")),
+        )
     console.print(table)
     labels = summary["labels"]
     console.print(
         f"left out: {labels['open_label_window']:,} impressions whose label window was open at "
-        f"{labels['cutoff']}, {labels['partial_day']:,} after the last whole day, "
-        f"{labels['without_ad']:,} without a catalog ad\n"
+        f"the cut-off {labels['cutoff']} (--cutoff), {labels['without_ad']:,} without a "
+        f"catalog ad\n"
         f"{summary['features']} features of {training_set.service}; saved to "
         f"{dataset_dir(settings, task)}"
     )
@@ -498,6 +545,13 @@ def train(
             err.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from error
     reg = run.registration
+    left_out = run.manifest.feature_map.left_out
+    if left_out:
+        console.print(
+            "left out of the model: "
+            + "; ".join(f"{name} ({reason})" for name, reason in left_out.items()),
+            soft_wrap=True,
+        )
     console.print(f"test: {metric_summary(run.manifest.metrics['test'])}")
     console.print(
         f"calibration: {run.manifest.calibration['method']}; ONNX parity {run.manifest.parity}"

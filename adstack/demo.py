@@ -277,7 +277,7 @@ def train_models(settings: Settings, steps: Steps, start: datetime, end: datetim
         # early stopping kept epoch 1's weights), so a second epoch only costs time.
         with steps.step(f"{task}: gate, train, calibrate, export to ONNX, register"):
             run = train(
-                settings, task, epochs=1, progress=epoch_bars(steps, task),
+                settings, task, epochs=1, progress=epoch_bars(steps.progress, task),
                 training_set=training_set,
             )  # fmt: skip
         reg = run.registration
@@ -315,14 +315,15 @@ def ceiling(settings: Settings, task: str, training_set) -> dict:
     ).as_dict()
 
 
-def epoch_bars(steps: Steps, task: str):
-    """A training progress callback drawing one bar per epoch."""
+def epoch_bars(progress: Progress, task: str):
+    """A training progress callback drawing one bar per epoch on ``progress`` (the
+    demo's display or the CLI's)."""
     bars: dict[int, TaskID] = {}
 
     def step(epoch: int, batch: int, batches: int, loss: float) -> None:
         if epoch not in bars:
-            bars[epoch] = steps.progress.add_task(f"{task} epoch {epoch + 1}", total=batches)
-        steps.update(
+            bars[epoch] = progress.add_task(f"{task} epoch {epoch + 1}", total=batches)
+        progress.update(
             bars[epoch], completed=batch, description=f"{task} epoch {epoch + 1} loss {loss:.4f}"
         )
 
@@ -331,6 +332,8 @@ def epoch_bars(steps: Steps, task: str):
 
 def live_day_lines(day: live_day.LiveDayReport) -> str:
     stream, replayed = day.stream, day.replay
+    if replayed is None:
+        return f"the replay of {day.day:%Y-%m-%d} did not report"
     return (
         f"replayed {replayed.events:,} events of {day.day:%Y-%m-%d} in {replayed.seconds:.0f} s; "
         f"the stream worker counted {stream.get('events', 0):,} events "

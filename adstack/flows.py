@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pipelines.ingest import IngestReport
 from training import dataset, registry
 from training.dataset import TrainingSet
 from training.export import write_artifact
-from training.labels import Task, label_window
+from training.labels import Task
 from training.models import ModelConfig
 from training.plots import plot_reliability, plot_roc
 from training.train import TrainConfig, TrainedModel, train_and_evaluate
@@ -81,9 +81,14 @@ def ingest(
     )
 
 
-def split_days(start: datetime, end: datetime) -> int:
-    """Calibration and test days each: a seventh of the span, at least one."""
-    return max(1, ((end - start) // timedelta(days=1)) // 7)
+def require_conversions(settings: Settings) -> None:
+    """Refuse a conversion model for a log without conversions, saying what works."""
+    if dataset.count_rows(settings.data_root, "conversions") == 0:
+        raise ValueError(
+            f"the log under {settings.data_root} has no conversions, so no conversion "
+            "(CVR) model can be trained from it. Serve the CTR model alone: the scorer "
+            "prices CPC bids without a CVR model (CPA bids need one)."
+        )
 
 
 def build_dataset(
@@ -93,15 +98,20 @@ def build_dataset(
     end: datetime | None = None,
     cutoff: datetime | None = None,
     service: str | None = None,
+    split: dataset.SplitRequest | None = None,
 ) -> TrainingSet:
+    """The task's training set over ``[start, end)`` (default: the whole log), read at
+    ``cutoff`` (default: the log's last event), saved under ``dataset_dir``."""
     from feast import FeatureStore
 
+    if task == "cvr":
+        require_conversions(settings)
     first, last = dataset.log_range(settings.data_root)
     start, end = start or first, end or last
-    days = split_days(start, end - label_window(task))
+    cutoff = cutoff or dataset.last_event(settings.data_root)
     store = FeatureStore(repo_path=str(settings.feature_repo))
     training_set = dataset.build(
-        store, settings.data_root, task, start, end, cutoff, service, days, days
+        store, settings.data_root, task, start, end, cutoff, service, split
     )
     dataset.save(training_set, dataset_dir(settings, task))
     return training_set
@@ -129,6 +139,8 @@ def train(
     """Validate the training set, then train, calibrate, evaluate, export and register
     the ``task`` model. A training set failing its quality suite is refused unless
     ``accept_failed_validation``; the override is logged and recorded with the run."""
+    if task == "cvr":
+        require_conversions(settings)
     if training_set is None:
         directory = dataset_dir(settings, task)
         if not (directory / "dataset.parquet").exists():
@@ -160,6 +172,7 @@ def train(
         "parity": manifest.parity,
         "training_window": manifest.training_window,
         "train_seconds": trained.seconds,
+        "left_out_inputs": trained.feature_map.left_out,
         "validation": validation,
     }
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import httpx
 import numpy as np
@@ -238,8 +239,8 @@ def _replay_and_auction(
         progress.update(events_bar, completed=clock["sent"])
     thread.join()
     if "error" in replayed:
-        raise RuntimeError("the replay failed") from replayed["error"]
-    report.replay = replayed["report"]  # type: ignore[assignment]
+        raise RuntimeError("the replay failed") from cast(BaseException, replayed["error"])
+    report.replay = cast(ReplayReport, replayed["report"])
 
 
 def _ads_by_launch(data_root: Path, ads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +305,7 @@ def _backlog(client: redis.Redis, cap: int = 100_000) -> int:
         return 0
     last = group["last-delivered-id"]
     last = last.decode() if isinstance(last, bytes) else str(last)
-    undelivered = len(client.xrange(STREAM_KEY, f"({last}", "+", count=cap))
+    undelivered = len(cast(list, client.xrange(STREAM_KEY, f"({last}", "+", count=cap)))
     return undelivered + int(group["pending"])
 
 

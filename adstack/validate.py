@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ from core.settings import Settings
 from core.spark import spark_session
 from feature_repo import contract
 from training import dataset
-from training.labels import label_window, labelled_impressions
+from training.labels import Task, label_window, labelled_impressions
 from validation import calibration, drift, quality, skew
 from validation.gx import ENGINES, Runner
 from validation.plots import plot_drift
@@ -91,7 +91,7 @@ def recent_traffic(
 ) -> pd.DataFrame:
     """Labelled impressions of the last ``days`` whole days with a final label, with the
     model's features as Feast's point-in-time join returns them."""
-    task = manifest.task
+    task = cast(Task, manifest.task)
     _, cutoff = dataset.log_range(settings.data_root)
     end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
     start = end - timedelta(days=days)

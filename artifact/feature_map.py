@@ -153,6 +153,9 @@ class Encoded:
 class FeatureMap:
     sparse: list[SparseField]
     dense: list[DenseField]
+    # Columns the training rows offered that carry no information (all missing or
+    # constant), with the reason: not model inputs, listed for the training report.
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def sparse_names(self) -> list[str]:
@@ -178,6 +181,7 @@ class FeatureMap:
         max_vocabulary: int = 10_000,
         buckets_per_id: int = 4,
         max_buckets: int = 1 << 20,
+        left_out: dict[str, str] | None = None,
     ) -> FeatureMap:
         """Fit on training rows. ``count_like`` dense features are filled with 0."""
         sparse = []
@@ -207,7 +211,7 @@ class FeatureMap:
                     std if std > 1e-9 else 1.0,
                 )
             )
-        return cls(sparse, dense_fields)
+        return cls(sparse, dense_fields, dict(left_out or {}))
 
     @cached_property
     def _dense_params(self) -> tuple[np.ndarray, ...]:
@@ -241,12 +245,15 @@ class FeatureMap:
         return {
             "sparse": [asdict(f) for f in self.sparse],
             "dense": [asdict(f) for f in self.dense],
+            "left_out": dict(self.left_out),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureMap:
         return cls(
-            [SparseField(**f) for f in data["sparse"]], [DenseField(**f) for f in data["dense"]]
+            [SparseField(**f) for f in data["sparse"]],
+            [DenseField(**f) for f in data["dense"]],
+            dict(data.get("left_out", {})),
         )
 
 

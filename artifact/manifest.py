@@ -11,7 +11,7 @@ a ``KeyError`` in the scorer.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class Manifest:
     created_at: str
     # The training set's quality suite: passed, failures, whether it was overridden.
     validation: dict[str, Any] = field(default_factory=dict)
+    # Declared context fields the model reads (name, kind): the scorer accepts them in a
+    # request's context as ``name`` and feeds them as ``ctx_<name>``.
+    context: list[dict[str, str]] = field(default_factory=list)
     manifest_version: int = MANIFEST_VERSION
 
     @property
@@ -68,7 +71,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("validation", "manifest_version")}
+        required = {
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        }
         missing, unknown = sorted(required - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"not a model manifest: missing {missing}, unknown {unknown}")

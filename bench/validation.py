@@ -159,7 +159,9 @@ def world(root: Path, spark, redis_url: str, drift_day: int | None, kind: str):
     batch_features.run(spark, data, start.date() + timedelta(days=1), end.date())
     repo = applied_repo(root, data, redis_url)
     store = FeatureStore(repo_path=str(repo))
-    built = dataset.build(store, data, "ctr", start, end, None, None, 1, 1)
+    built = dataset.build(
+        store, data, "ctr", start, end, split=dataset.SplitRequest(calibration_days=1, test_days=1)
+    )
     return built, start
 
 

@@ -31,8 +31,10 @@ import pandas as pd
 import pyarrow as pa
 
 from core import events, units
+from core.context import ContextField, declare, impressions_table
 from pipelines.adapters import avazu, criteo, generic, open_bandit, talkingdata
 from pipelines.adapters.flatlog import (
+    FLAT_COLUMNS,
     FLOAT,
     ID,
     INT,
@@ -167,6 +169,7 @@ class RowValidator(Protocol):
 class Ingestor:
     def __init__(self, report: IngestReport, data_root: Path, validator: RowValidator):
         self.report = report
+        self.data_root = data_root
         self.events_root = events.events_root(data_root)
         self.quarantine_dir = Path(report.quarantine_dir)
         self.validator = validator
@@ -208,7 +211,10 @@ class Ingestor:
     # --- flat logs -------------------------------------------------------------
     def flat_batch(self, batch: RawBatch) -> dict[str, pd.DataFrame]:
         raw = batch.frame.reset_index(drop=True)
-        parsed = parse_flat(raw.drop(columns=["_row", "_bad_line"]), batch.time_format)
+        kinds = FLAT_COLUMNS | {
+            f.column: FLOAT if f.kind == "numeric" else TEXT for f in batch.context
+        }
+        parsed = parse_flat(raw.drop(columns=["_row", "_bad_line"]), batch.time_format, kinds)
         frame = fill_defaults(parsed.frame)
         frame["_key_seen_before"] = self.accepted.seen("impressions", frame["impression_id"])
         failures = dict(parsed.parse_failures)
@@ -222,19 +228,23 @@ class Ingestor:
         self.quarantine("impressions", original, bad, failures)
         good = frame[~bad]
         self.accepted.remember("impressions", good["impression_id"])
-        return to_canonical(good)
+        return to_canonical(good, batch.context)
 
     def flat_source(self, batches: Iterator[RawBatch]) -> None:
         parts: dict[str, list[pd.DataFrame]] = {name: [] for name in events.TABLES}
+        fields: tuple[ContextField, ...] = ()
         for batch in batches:
             self.report.files_read.append(str(batch.source_file))
+            fields = batch.context
             for name, frame in self.flat_batch(batch).items():
                 parts[name].append(frame)
+        if fields:
+            declare(self.data_root, fields)
         for name in TABLE_ORDER:
             frames = [f for f in parts[name] if len(f)]
             if not frames:
                 continue
-            table = events.TABLES[name]
+            table = impressions_table(fields) if name == "impressions" else events.TABLES[name]
             frame = pd.concat(frames, ignore_index=True)
             if name in ("ads", "campaigns", "users"):
                 # Several files may know the same id: keep its first appearance.

@@ -293,8 +293,8 @@ class ViewState:
             # The tile that was the first counted just before the boundary.
             leaving = boundary // ring.tile - units.span_micros(window.length) // ring.tile - 1
             found.append(ring.slots_by_tile.get(leaving))
-        found = [f for f in found if f is not None and len(f)]
-        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        slots = [f for f in found if f is not None and len(f)]
+        return np.unique(np.concatenate(slots)) if slots else np.empty(0, np.int64)
 
 
 def _windows_by_tile(view: StreamView) -> dict[int, list[StreamWindow]]:

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -205,7 +206,7 @@ class StreamWorker:
         return int(self.config.lease_seconds * 1000)
 
     def _holds_lease(self) -> bool:
-        holder = self.client.get(self.config.lease_key)
+        holder = cast(bytes | None, self.client.get(self.config.lease_key))
         return holder is not None and holder.decode() == self.config.consumer
 
     def _watch_lease(self, pipe) -> None:
@@ -259,7 +260,7 @@ class StreamWorker:
                 block=max(wait_ms, 1),
             )
             if reply:
-                entries += reply[0][1]
+                entries += cast(list, reply)[0][1]
             if time.monotonic() >= deadline:
                 break
         self._time("read", began)
@@ -313,7 +314,7 @@ class StreamWorker:
                 ids = index.entity_ids(cells[:, 0])
                 for tile_number in np.unique(cells[:, 1]).tolist():
                     rows = cells[:, 1] == tile_number
-                    mapping = {
+                    mapping: dict[Any, bytes] = {
                         str(entity): value.astype(np.int64).tobytes()
                         for entity, value in zip(ids[rows].tolist(), values[rows], strict=True)
                     }
@@ -395,7 +396,10 @@ class StreamWorker:
                     int(t) for t in self.client.smembers(config.key(name, tile, "tiles"))
                 )
                 for tile_number in tiles:
-                    stored = self.client.hgetall(config.key(name, tile, tile_number))
+                    stored = cast(
+                        dict[bytes, bytes],
+                        self.client.hgetall(config.key(name, tile, tile_number)),
+                    )
                     if not stored:
                         continue
                     ids = np.array([int(entity) for entity in stored], dtype=np.int64)

@@ -28,25 +28,33 @@ from artifact.runtime import LoadedModel
 from core.event_bus import InvalidEvents
 from serving import schemas
 from serving.config import ServingSettings
-from serving.service import Service
+from serving.service import ContextRefused, Service, versions
 from serving.telemetry import Stopwatch
 
 log = logging.getLogger("adstack.serving")
 JSON = "application/json"
-ModelLoader = Callable[[ServingSettings], tuple[LoadedModel, LoadedModel]]
+ModelLoader = Callable[[ServingSettings], tuple[LoadedModel, LoadedModel | None]]
 
 
-def registry_models(settings: ServingSettings) -> tuple[LoadedModel, LoadedModel]:
-    """The models the registry's alias (``champion``) points to."""
-    models = []
-    for name in (settings.ctr_model, settings.cvr_model):
-        resolved = registry.resolve(settings, name, settings.model_alias)
-        models.append(
-            LoadedModel.from_files(
-                resolved.name, resolved.version, resolved.directory, settings.onnx_threads
-            )
-        )
-    return models[0], models[1]
+def registry_models(settings: ServingSettings) -> tuple[LoadedModel, LoadedModel | None]:
+    """The models the registry's alias (``champion``) points to. The CTR model is
+    required; without a CVR model (none registered, or ``ADSTACK_CVR_MODEL`` empty) the
+    scorer serves CPC bids only."""
+    ctr = _load(settings, settings.ctr_model)
+    if not settings.cvr_model:
+        return ctr, None
+    try:
+        return ctr, _load(settings, settings.cvr_model)
+    except LookupError as error:
+        log.warning("%s: serving without a conversion model (CPA candidates are refused)", error)
+        return ctr, None
+
+
+def _load(settings: ServingSettings, name: str) -> LoadedModel:
+    resolved = registry.resolve(settings, name, settings.model_alias)
+    return LoadedModel.from_files(
+        resolved.name, resolved.version, resolved.directory, settings.onnx_threads
+    )
 
 
 def redis_pool(settings: ServingSettings) -> aioredis.Redis:
@@ -162,7 +170,7 @@ def create_app(
         # collector's full passes, which otherwise stall requests for hundreds of ms.
         gc.collect()
         gc.freeze()
-        log.info("serving ctr %s, cvr %s", ctr.version, cvr.version)
+        log.info("serving models %s", app.state.service.versions)
         try:
             yield
         finally:
@@ -177,6 +185,11 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=lambda: _limit(app))
     app.add_middleware(CountRequests, telemetry=lambda: _telemetry(app))
+
+    @app.exception_handler(ContextRefused)
+    async def context_refused(request: Request, error: ContextRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
     _routes(app)
     return app
 
@@ -272,7 +285,7 @@ def _routes(app: FastAPI) -> None:
     @app.get("/readyz")
     async def readyz(service: ServiceDep) -> JSONResponse:
         redis_ok = await service.ready()
-        body = {"models": service.versions, "redis": redis_ok}
+        body = {"models": service.versions, "context": service.scorer.context, "redis": redis_ok}
         return JSONResponse(body, status_code=200 if redis_ok else 503)
 
     @app.get("/metrics")
@@ -287,16 +300,13 @@ def _routes(app: FastAPI) -> None:
         except LookupError as error:
             log.warning("reload failed: %s", error)
             raise HTTPException(409, "the model alias points to no loadable model") from error
-        moved = (ctr.version, cvr.version) != (
-            service.scorer.ctr.version,
-            service.scorer.cvr.version,
-        )
+        moved = versions(ctr, cvr) != service.versions
         if moved:
             service.swap_models(ctr, cvr)
         return schemas.ReloadResponse(reloaded=moved, model_versions=service.versions)
 
 
-def _check_candidates(ad_ids: list[int], service: Service) -> None:
+def _check_candidates(ad_ids: list[int | str], service: Service) -> None:
     limit = service.settings.max_candidates
     if len(ad_ids) > limit:
         raise HTTPException(422, f"at most {limit} candidates per request, got {len(ad_ids)}")

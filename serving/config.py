@@ -24,6 +24,8 @@ class ServingSettings(Settings):
     # Bearer token for /v1/events and /admin/*; there is no built-in default.
     api_token: str = ""
     ctr_model: str = "ctr"
+    # Empty: serve without a conversion model (CPC and CPM bids only; CPA candidates are
+    # left out of the auction and counted). A clicks-only log trains no CVR model.
     cvr_model: str = "cvr"
     model_alias: str = "champion"
     feast_project: str = "adstack"

@@ -8,15 +8,24 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_CANDIDATES = 1000
+MAX_CONTEXT_TEXT = 256
 INT64 = Field(ge=-(2**63), le=2**63 - 1)
+# An id as the log spelled it: a JSON number passes through, a JSON string is hashed to
+# int64 with the ingest's function (core/ids.py), so a text id needs no client code.
+Id = Annotated[int, INT64] | Annotated[str, Field(min_length=1, max_length=256)]
+ID_HELP = "int64, or text hashed like the ingest's hash_ids (core/ids.py)"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Context(Strict):
-    """What the request knows about the impression being filled."""
+class Context(BaseModel):
+    """What the request knows about the impression being filled: the built-in fields
+    below, and the declared context fields of the served models by name (text for a
+    categorical field, a number for a numeric one; see ``/readyz``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     timestamp: datetime | None = Field(
         default=None, description="Request instant (UTC if naive); default: now."
@@ -28,7 +37,7 @@ class Context(Strict):
 
 
 class Candidate(Strict):
-    ad_id: int = INT64
+    ad_id: Id = Field(description=ID_HELP)
     bid: float | None = Field(
         default=None,
         gt=0,
@@ -43,7 +52,7 @@ class Candidate(Strict):
 
 class AuctionRequest(Strict):
     request_id: str = Field(min_length=1, max_length=128)
-    user_id: int = INT64
+    user_id: Id = Field(description=ID_HELP)
     context: Context = Field(default_factory=Context)
     slots: int = Field(default=1, ge=1, le=50)
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
@@ -55,14 +64,14 @@ class AuctionRequest(Strict):
 
 class ScoreRequest(Strict):
     request_id: str = Field(min_length=1, max_length=128)
-    user_id: int = INT64
+    user_id: Id = Field(description=ID_HELP)
     context: Context = Field(default_factory=Context)
-    ad_ids: list[Annotated[int, INT64]] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    ad_ids: list[Id] = Field(min_length=1, max_length=MAX_CANDIDATES, description=ID_HELP)
 
 
 class Winner(BaseModel):
     slot: int
-    ad_id: int
+    ad_id: int | str = Field(description="As the candidate gave it.")
     campaign_id: int | None
     impression_id: int = Field(
         description="Quote it in the impression, click and conversion events."
@@ -70,7 +79,7 @@ class Winner(BaseModel):
     bid_type: Literal["CPC", "CPA"]
     bid: float
     pctr: float
-    pcvr: float
+    pcvr: float | None = Field(description="None when the scorer has no conversion model.")
     ecpm: float = Field(description="Ranking eCPM: 1000 x paced bid x ranking quality.")
     price: float = Field(description="Generalised second price per billable action.")
     explored: bool
@@ -84,6 +93,9 @@ class CandidateCounts(BaseModel):
     unknown: int = Field(description="No catalog entry and no bid in the request.")
     budget_exhausted: int
     below_reserve: int
+    cpa_without_cvr_model: int = Field(
+        default=0, description="CPA bids left out: the scorer serves no conversion model."
+    )
 
 
 class AuctionResponse(BaseModel):
@@ -97,9 +109,9 @@ class AuctionResponse(BaseModel):
 
 
 class Score(BaseModel):
-    ad_id: int
+    ad_id: int | str = Field(description="As the request gave it.")
     pctr: float
-    pcvr: float
+    pcvr: float | None = Field(description="None when the scorer has no conversion model.")
 
 
 class ScoreResponse(BaseModel):
@@ -114,9 +126,9 @@ class ScoreResponse(BaseModel):
 class Event(Strict):
     kind: Literal["impression", "click", "conversion"]
     timestamp: datetime
-    user_id: int = INT64
-    ad_id: int = INT64
-    campaign_id: int = INT64
+    user_id: Id = Field(description=ID_HELP)
+    ad_id: Id = Field(description=ID_HELP)
+    campaign_id: Id = Field(description=ID_HELP)
     impression_id: int = INT64
     cost_micros: int = Field(default=0, ge=0, le=2**63 - 1)
 

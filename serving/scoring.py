@@ -23,6 +23,7 @@ import numpy as np
 
 from artifact.feature_map import Masked
 from artifact.runtime import LoadedModel
+from core.context import PREFIX
 from feature_repo import contract
 from serving.online import GroupValues, OnlineLayout, OnlineReader
 
@@ -77,6 +78,8 @@ class Request:
     placement: str | None
     device: str | None
     country: str | None
+    # Declared context fields by name (a request may leave any out: filled as missing).
+    context: dict[str, str | float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,11 +104,12 @@ class Scored:
 
 
 class Scorer:
-    def __init__(self, ctr: LoadedModel, cvr: LoadedModel, project: str = "adstack") -> None:
+    def __init__(self, ctr: LoadedModel, cvr: LoadedModel | None, project: str = "adstack") -> None:
         self.ctr, self.cvr = ctr, cvr
         self.features = {
             f["name"]: (f["view"], f["dtype"])
             for model in (ctr, cvr)
+            if model is not None
             for f in model.manifest.features
         }
         dtypes = {f.name: f.dtype for spec in contract.ALL_VIEWS.values() for f in spec.features}
@@ -117,6 +121,13 @@ class Scorer:
         for name, (view, _) in self.features.items():
             wanted.setdefault(view, set()).add(name)
         self.layout = OnlineLayout.of(wanted, project)
+        # Declared context fields the models read: name -> kind.
+        self.context = {
+            f["name"]: f["kind"]
+            for model in (ctr, cvr)
+            if model is not None
+            for f in model.manifest.context
+        }
         self.reader = OnlineReader(self.layout)
         self.profiles: dict[int, AdProfile] = {}
         self.view_group = {
@@ -258,6 +269,8 @@ class Scorer:
         columns["campaign_id"] = _masked(campaign)
         columns["advertiser_id"] = _masked(advertiser)
         columns["category"] = np.array(category, dtype=object)
+        for name in self.context:
+            columns[PREFIX + name] = request.context.get(name)
         taken = self._taken(fetched, keys)
         for name in self.features:
             columns[name] = self.column(fetched, name, taken)
@@ -266,11 +279,14 @@ class Scorer:
     def score(
         self, columns: Mapping[str, Any], rows: int, cvr_rows: np.ndarray | None = None
     ) -> Scored:
-        """pCTR for every row; pCVR for ``cvr_rows`` only (default all; NaN elsewhere)."""
+        """pCTR for every row; pCVR for ``cvr_rows`` only (default all; NaN elsewhere,
+        and everywhere without a conversion model)."""
         pctr, missing_ctr = self.ctr.predict(columns, rows)
         pcvr = np.full(rows, np.nan)
         missing = sum(missing_ctr.values())
-        if cvr_rows is None or len(cvr_rows) == rows:
+        if self.cvr is None:
+            pass
+        elif cvr_rows is None or len(cvr_rows) == rows:
             pcvr, missing_cvr = self.cvr.predict(columns, rows)
             missing += sum(missing_cvr.values())
         elif len(cvr_rows):
@@ -281,7 +297,7 @@ class Scorer:
     def fill_cvr(self, scored: Scored, rows: np.ndarray) -> None:
         """pCVR for ``rows`` that were not scored yet (CPC winners, for the response)."""
         todo = rows[np.isnan(scored.pcvr[rows])]
-        if len(todo):
+        if len(todo) and self.cvr is not None:
             scored.pcvr[todo], _ = self.cvr.predict(take(scored.columns, todo), len(todo))
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from artifact.feature_map import Masked
 from artifact.runtime import LoadedModel
 from core import event_bus, served_log, units
+from core.ids import as_id
 from feature_repo import contract
 from serving import auction, schemas, scoring
 from serving.auction import Decision, Exploration, Pacing
@@ -43,6 +44,52 @@ def impression_id(request_id: str, ad_id: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def versions(ctr: LoadedModel, cvr: LoadedModel | None) -> dict[str, str]:
+    """The served model versions by task (no ``cvr`` key without a conversion model)."""
+    return {"ctr": ctr.version} | ({"cvr": cvr.version} if cvr is not None else {})
+
+
+class ContextRefused(ValueError):
+    """A request's context names a field the models do not read, or mistypes one."""
+
+
+def declared_context(
+    context: schemas.Context, declared: dict[str, str]
+) -> dict[str, str | float | None]:
+    """The request's declared context fields, typed by their kind (text for
+    categorical, a number for numeric); anything else is refused with the reason."""
+    extra = context.model_extra or {}
+    unknown = sorted(set(extra) - set(declared))
+    if unknown:
+        raise ContextRefused(
+            f"unknown context fields {unknown}; the served models read "
+            f"{sorted(declared) or 'no declared fields'} besides the built-in ones"
+        )
+    values: dict[str, str | float | None] = {}
+    for name, value in extra.items():
+        if value is None:
+            values[name] = None
+        elif declared[name] == "numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ContextRefused(f"context field {name!r} is numeric: send a number")
+            values[name] = float(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ContextRefused(f"context field {name!r} is categorical: send text")
+            text = str(value)
+            if len(text) > schemas.MAX_CONTEXT_TEXT:
+                raise ContextRefused(
+                    f"context field {name!r}: at most {schemas.MAX_CONTEXT_TEXT} characters"
+                )
+            values[name] = text
+    return values
+
+
+def _probability(value: float) -> float | None:
+    """A probability for the response: None where the model that gives it is absent."""
+    return None if np.isnan(value) else float(value)
+
+
 def request_seed(request_id: str) -> int:
     """Exploration draws are seeded by the request id: a replayed request is answered
     the same way, and different requests draw independently."""
@@ -58,7 +105,7 @@ class AuctionResult:
 
 class Service:
     def __init__(
-        self, settings: ServingSettings, client: Any, ctr: LoadedModel, cvr: LoadedModel
+        self, settings: ServingSettings, client: Any, ctr: LoadedModel, cvr: LoadedModel | None
     ) -> None:
         self.settings = settings
         self.redis = client  # redis-py: events, the served log, readiness
@@ -77,9 +124,9 @@ class Service:
 
     @property
     def versions(self) -> dict[str, str]:
-        return {"ctr": self.scorer.ctr.version, "cvr": self.scorer.cvr.version}
+        return versions(self.scorer.ctr, self.scorer.cvr)
 
-    def swap_models(self, ctr: LoadedModel, cvr: LoadedModel) -> None:
+    def swap_models(self, ctr: LoadedModel, cvr: LoadedModel | None) -> None:
         """Serve new models from the next request on; ad profiles stay cached."""
         profiles = self.scorer.profiles
         self.scorer = Scorer(ctr, cvr, self.settings.feast_project)
@@ -109,15 +156,19 @@ class Service:
         self.telemetry.degraded.labels(endpoint).inc()
         return scorer.degraded(request)
 
-    def request(self, user_id: int, ad_ids: list[int], context: schemas.Context) -> Request:
+    def request(
+        self, user_id: int | str, ad_ids: list[int | str], context: schemas.Context
+    ) -> Request:
+        """The request in platform ids: text ids hashed as the ingest hashes them."""
         return Request(
-            user_id=user_id,
-            ad_ids=np.array(ad_ids, dtype=np.int64),
+            user_id=as_id(user_id),
+            ad_ids=np.array([as_id(a) for a in ad_ids], dtype=np.int64),
             timestamp_micros=micros_of(context.timestamp),
             position=context.position,
             placement=context.placement,
             device=context.device,
             country=context.country,
+            context=declared_context(context, self.scorer.context),
         )
 
     # ------------------------------------------------------------------ endpoints
@@ -134,7 +185,7 @@ class Service:
         return schemas.ScoreResponse(
             request_id=body.request_id,
             scores=[
-                schemas.Score(ad_id=a, pctr=c, pcvr=v)
+                schemas.Score(ad_id=a, pctr=c, pcvr=_probability(v))
                 for a, c, v in zip(
                     body.ad_ids, scored.pctr.tolist(), scored.pcvr.tolist(), strict=True
                 )
@@ -154,10 +205,14 @@ class Service:
         watch.lap("assemble")
         n = len(request.ad_ids)
         bid, bid_type, unknown = self._bids(body, fetched)
+        # Without a conversion model a CPA bid cannot be priced: left out, and counted.
+        no_cvr = (bid_type == auction.CPA) & ~unknown if scorer.cvr is None else None
         # pCVR ranks CPA ads only; CPC winners get theirs after the auction.
         scored = scorer.score(columns, n, np.flatnonzero(bid_type == auction.CPA))
         watch.lap("inference")
-        result = self._auction(body, request, fetched, scored, columns, bid, bid_type, unknown)
+        result = self._auction(
+            body, request, fetched, scored, columns, bid, bid_type, unknown, no_cvr
+        )
         watch.lap("auction")
         self.telemetry.missing_features.inc(scored.missing)
         self.telemetry.fill(body.slots, len(result.winners))
@@ -196,8 +251,10 @@ class Service:
         bid: np.ndarray,
         bid_type: np.ndarray,
         unknown: np.ndarray,
+        no_cvr: np.ndarray | None = None,
     ) -> AuctionResult:
         n = len(request.ad_ids)
+        excluded = unknown if no_cvr is None else unknown | no_cvr
         explore = body.explore and not fetched.degraded
         decision = auction.decide(
             request.ad_ids,
@@ -214,7 +271,7 @@ class Service:
                 _numbers(columns.get(scoring.CAMPAIGN_BUDGET), n),
             ),
             now_micros=request.timestamp_micros,
-            excluded=unknown,
+            excluded=excluded,
             slots=body.slots,
             reserve_ecpm=body.reserve_price,
             pacing=self.pacing,
@@ -234,6 +291,7 @@ class Service:
                 unknown=int(unknown.sum()),
                 budget_exhausted=int((decision.exhausted & ~unknown).sum()),
                 below_reserve=int(outcome.below_reserve.sum()),
+                cpa_without_cvr_model=0 if no_cvr is None else int(no_cvr.sum()),
             ),
             missing_features=scored.missing,
             timings_ms={},
@@ -261,13 +319,13 @@ class Service:
             winners.append(
                 schemas.Winner(
                     slot=body.context.position + slot,
-                    ad_id=ad_id,
+                    ad_id=body.candidates[i].ad_id,
                     campaign_id=profile.campaign_id if profile else None,
                     impression_id=impression_id(body.request_id, ad_id),
                     bid_type="CPA" if bid_type[i] == auction.CPA else "CPC",
                     bid=float(bid[i]),
                     pctr=float(scored.pctr[i]),
-                    pcvr=float(scored.pcvr[i]),
+                    pcvr=_probability(scored.pcvr[i]),
                     ecpm=float(outcome.ecpm[i]),
                     price=float(price),
                     explored=bool(explored[i]),
@@ -302,8 +360,10 @@ class Service:
                 {
                     "request_id": body.request_id,
                     "timestamp_micros": micros_of(body.context.timestamp),
-                    "user_id": body.user_id,
                     **winner.model_dump(),
+                    # The served log speaks platform ids, as the feature store does.
+                    "user_id": as_id(body.user_id),
+                    "ad_id": as_id(winner.ad_id),
                     "model_versions": self.versions,
                     "features": features,
                 }
@@ -333,10 +393,8 @@ class Service:
         frame = {
             "kind": [e.kind for e in events],
             "ts": [micros_of(e.timestamp) for e in events],
-            **{
-                name: [getattr(e, name) for e in events]
-                for name in (*event_bus.ID_FIELDS, "cost_micros")
-            },
+            **{name: [as_id(getattr(e, name)) for e in events] for name in event_bus.ID_FIELDS},
+            "cost_micros": [e.cost_micros for e in events],
         }
         batch = event_bus.Events.from_frame(pd.DataFrame(frame))
         pipe = self.redis.pipeline(transaction=False)

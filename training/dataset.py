@@ -6,25 +6,31 @@ features of the feature contract (the function serving calls). Nothing else adds
 column a model reads, so the manifest's input list is the service's list plus the
 contract's request features and entity ids.
 
-Splits are by time, in whole UTC days: train on the earliest days, fit calibration and
-stop early on the next ones, test on the last. The split of a row is its impression's
-day, so a user's behaviour on a test day never shapes a model's weights.
+Splits are by time: train on the earliest rows, fit calibration and stop early on the
+next ones, test on the last, so a user's behaviour in the test period never shapes a
+model's weights. By default the test and calibration periods are the last whole UTC
+days (a seventh of the log each, at least one); a log of fewer than three days is split
+by row fractions (70/15/15) within its days; ``SplitRequest`` takes explicit boundaries
+or fractions instead (``adstack dataset --calibration-from/--test-from`` or
+``--split-fractions``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore
 
-from core import events, units
+from core import context, events, units
+from core.context import ContextField
 from feature_repo import contract
 from training.labels import LabelReport, Task, label_window, labelled_impressions
 
@@ -53,34 +59,118 @@ def service_features(service: FeatureService) -> list[ServiceFeature]:
     return features
 
 
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+# A log of fewer whole days than this is split by row fractions, within days.
+MIN_DAYS_FOR_DAY_SPLIT = 3
+SPLIT_FLAGS = "--calibration-from/--test-from or --split-fractions"
+
+
 @dataclass(frozen=True)
-class SplitDays:
-    """Whole-day boundaries: train ``[start, calibration)``, calibration
-    ``[calibration, test)``, test ``[test, end)``."""
+class Split:
+    """Time boundaries: train ``[start, calibration)``, calibration ``[calibration,
+    test)``, test ``[test, end)``. ``how`` says how they were chosen: ``days`` (whole
+    calendar days at the end of the log, the last one possibly partial), ``fractions``
+    (of the time-ordered rows) or ``explicit`` (given instants)."""
 
     start: datetime
     calibration: datetime
     test: datetime
     end: datetime
+    how: str = "days"
+
+    def __post_init__(self) -> None:
+        if not self.start < self.calibration < self.test < self.end:
+            raise ValueError(
+                f"split boundaries must increase: start {self.start:%Y-%m-%d %H:%M}, "
+                f"calibration {self.calibration:%Y-%m-%d %H:%M}, test "
+                f"{self.test:%Y-%m-%d %H:%M}, end {self.end:%Y-%m-%d %H:%M} ({SPLIT_FLAGS})"
+            )
 
     @classmethod
-    def of(cls, start: datetime, end: datetime, calibration_days: int, test_days: int) -> SplitDays:
-        days = (end - start) // timedelta(days=1)
-        if days < calibration_days + test_days + 1:
+    def by_days(
+        cls, start: datetime, end: datetime, calibration_days: int, test_days: int
+    ) -> Split:
+        """The last ``test_days`` calendar days are the test period and the
+        ``calibration_days`` before them the calibration period; ``end`` need not be a
+        midnight (the last test day is then partial)."""
+        test = _ceil_day(end) - timedelta(days=test_days)
+        calibration = test - timedelta(days=calibration_days)
+        if not start < calibration:
+            days = (end - start) / timedelta(days=1)
             raise ValueError(
-                f"{days} whole days from {start:%Y-%m-%d} to {end:%Y-%m-%d} cannot hold a "
-                f"training day, {calibration_days} calibration and {test_days} test days"
+                f"{days:.1f} days from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} cannot "
+                f"hold a training day, {calibration_days} calibration and {test_days} test "
+                f"days: split within days with --split-fractions, or give the boundaries "
+                f"with --calibration-from and --test-from"
             )
-        test = end - timedelta(days=test_days)
-        return cls(start, test - timedelta(days=calibration_days), test, end)
+        return cls(start, calibration, test, end, "days")
+
+    @classmethod
+    def by_fractions(
+        cls,
+        timestamps: pd.Series,
+        start: datetime,
+        end: datetime,
+        fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    ) -> Split:
+        """Boundaries at the rows that cut the time-ordered ``timestamps`` into the
+        ``fractions`` (train, calibration, test); rows of one instant stay together."""
+        if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+            raise ValueError(
+                f"--split-fractions takes three positive fractions summing to 1 (train, "
+                f"calibration, test), not {fractions}"
+            )
+        micros = np.sort(units.series_micros(timestamps))
+        if len(micros) < 3:
+            raise ValueError(f"{len(micros)} labelled rows cannot be split three ways")
+        n = len(micros)
+        cuts = (micros[int(n * fractions[0])], micros[int(n * (fractions[0] + fractions[1]))])
+        calibration, test = (units.micros_datetime(int(cut)) for cut in cuts)
+        return cls(start, calibration, test, end, "fractions")
 
     def assign(self, timestamps: pd.Series) -> np.ndarray:
         micros = units.series_micros(timestamps)
-        bounds = [int(pd.Timestamp(t).value // 1_000) for t in (self.calibration, self.test)]
+        bounds = [units.instant_micros(t) for t in (self.calibration, self.test)]
         return np.asarray(SPLITS, dtype=object)[np.searchsorted(bounds, micros, side="right")]
 
     def as_dict(self) -> dict[str, str]:
-        return {k: pd.Timestamp(v).isoformat() for k, v in asdict(self).items()}
+        return {
+            k: v if isinstance(v, str) else pd.Timestamp(v).isoformat()
+            for k, v in asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    """How the user asked for the split (``adstack dataset``'s flags): explicit
+    boundaries, fractions, or neither (the default: whole days when the log has at
+    least ``MIN_DAYS_FOR_DAY_SPLIT`` of them, fractions otherwise)."""
+
+    calibration_from: datetime | None = None
+    test_from: datetime | None = None
+    fractions: tuple[float, float, float] | None = None
+    calibration_days: int | None = None
+    test_days: int | None = None
+
+    def __post_init__(self) -> None:
+        explicit = (self.calibration_from is None, self.test_from is None)
+        if explicit[0] != explicit[1]:
+            raise ValueError("give both --calibration-from and --test-from, or neither")
+        if self.fractions is not None and not explicit[0]:
+            raise ValueError("give --split-fractions or --calibration-from/--test-from, not both")
+
+    def resolve(self, timestamps: pd.Series, start: datetime, end: datetime) -> Split:
+        if self.calibration_from is not None and self.test_from is not None:
+            return Split(start, self.calibration_from, self.test_from, end, "explicit")
+        if self.fractions is not None:
+            return Split.by_fractions(timestamps, start, end, self.fractions)
+        whole_days = (end - start) // timedelta(days=1)
+        if whole_days < MIN_DAYS_FOR_DAY_SPLIT and self.calibration_days is None:
+            return Split.by_fractions(timestamps, start, end)
+        held_out = max(1, whole_days // 7)
+        return Split.by_days(
+            start, end, self.calibration_days or held_out, self.test_days or held_out
+        )
 
 
 @dataclass
@@ -89,8 +179,10 @@ class TrainingSet:
     task: Task
     service: str
     features: list[ServiceFeature]
-    splits: SplitDays
+    splits: Split
     labels: LabelReport
+    # Declared context fields whose ``ctx_`` columns the frame carries (request-time).
+    context: tuple[ContextField, ...] = ()
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
@@ -108,6 +200,7 @@ class TrainingSet:
                 split: {k: int(v) for k, v in row.items()} for split, row in counts.iterrows()
             },
             "labels": self.labels.as_dict(),
+            "context": [{"name": f.name, "kind": f.kind} for f in self.context],
         }
 
 
@@ -131,31 +224,22 @@ def build(
     end: datetime,
     cutoff: datetime | None = None,
     service_name: str | None = None,
-    calibration_days: int = 1,
-    test_days: int = 1,
+    split: SplitRequest | None = None,
 ) -> TrainingSet:
     """Label the impressions of ``[start, end)`` and join the service's features at each
-    impression's instant. ``cutoff`` (default ``end``) is when the log was read."""
+    impression's instant. ``cutoff`` (default ``end``) is when the log was read: rows
+    whose label window is still open then are left out and counted, nothing else."""
     service_name = service_name or DEFAULT_SERVICES[task]
     cutoff = cutoff or end
     entity_df, report = labelled_impressions(data_root, task, start, end, cutoff)
-    # Whole days only: the set ends at the last midnight by which every label is final.
-    end = min(end, _floor_day(cutoff - label_window(task)))
-    splits = SplitDays.of(start, end, calibration_days, test_days)
-    partial = entity_df["event_timestamp"] >= pd.Timestamp(end)
-    entity_df = entity_df[~partial]
-    report = replace(
-        report,
-        partial_day=int(partial.sum()),
-        rows=len(entity_df),
-        clicks=int(entity_df["click"].sum()),
-        conversions=int(entity_df["conversion"].sum()),
-    )
     if entity_df.empty:
         raise ValueError(
-            f"no {task} rows between {start} and {end} with a closed label window "
-            f"(report: {report.as_dict()})"
+            f"no {task} rows between {start} and {end} with a label window closed by the "
+            f"cut-off {cutoff} (pass --cutoff if the log was read later; report: "
+            f"{report.as_dict()})"
         )
+    end = min(end, cutoff - label_window(task))
+    splits = (split or SplitRequest()).resolve(entity_df["event_timestamp"], start, end)
     entity_df = add_request_features(entity_df)
     service = store.get_feature_service(service_name)
     joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
@@ -164,11 +248,28 @@ def build(
     joined = joined.reset_index(drop=True)
     joined["event_timestamp"] = joined["event_timestamp"].astype("datetime64[us, UTC]")
     joined["split"] = splits.assign(joined["event_timestamp"])
-    return TrainingSet(joined, task, service_name, service_features(service), splits, report)
+    empty = [name for name in SPLITS if not (joined["split"] == name).any()]
+    if empty:
+        raise ValueError(
+            f"the {', '.join(empty)} split would be empty with {splits.as_dict()}: choose "
+            f"the boundaries with {SPLIT_FLAGS}"
+        )
+    return TrainingSet(
+        joined,
+        task,
+        service_name,
+        service_features(service),
+        splits,
+        report,
+        context.declared(data_root),
+    )
 
 
-def _floor_day(instant: datetime) -> datetime:
-    return pd.Timestamp(instant).floor("D").to_pydatetime()
+_LABEL_FIELDS = set(LabelReport.__dataclass_fields__)
+
+
+def _ceil_day(instant: datetime) -> datetime:
+    return pd.Timestamp(instant).ceil("D").to_pydatetime()
 
 
 def log_range(data_root: Path) -> tuple[datetime, datetime]:
@@ -187,6 +288,26 @@ def log_range(data_root: Path) -> tuple[datetime, datetime]:
     )
 
 
+def count_rows(data_root: Path, table: str) -> int:
+    """Rows of a canonical event table (0 when it has none)."""
+    spec = events.TABLES[table]
+    return events.read_table(spec, events.events_root(data_root), [spec.time_column]).num_rows
+
+
+def last_event(data_root: Path) -> datetime:
+    """The latest impression, click or conversion: when a finished log was read, at the
+    earliest (the default cut-off of a training set)."""
+    root = events.events_root(data_root)
+    latest = 0
+    for table in (events.IMPRESSIONS, events.CLICKS, events.CONVERSIONS):
+        times = events.read_table(table, root, [table.time_column])
+        if times.num_rows:
+            latest = max(latest, int(pc.max(times[table.time_column].cast(pa.int64())).as_py()))
+    if not latest:
+        raise ValueError(f"no events under {root}")
+    return pd.Timestamp(latest, unit="us", tz="UTC").to_pydatetime()
+
+
 def save(training_set: TrainingSet, directory: Path) -> Path:
     """``dataset.parquet`` (µs timestamps) and ``dataset.json`` (splits, labels, features)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -200,17 +321,18 @@ def save(training_set: TrainingSet, directory: Path) -> Path:
 def load(directory: Path) -> TrainingSet:
     meta = json.loads((directory / "dataset.json").read_text())
     frame = pq.read_table(directory / "dataset.parquet").to_pandas()
-    splits = SplitDays(
-        *(
-            pd.Timestamp(meta["splits"][k]).to_pydatetime()
-            for k in ("start", "calibration", "test", "end")
-        )
+    bounds = meta["splits"]
+    start, calibration, test, end = (
+        pd.Timestamp(bounds[k]).to_pydatetime() for k in ("start", "calibration", "test", "end")
     )
+    splits = Split(start, calibration, test, end, bounds.get("how", "days"))
     return TrainingSet(
         frame,
         meta["task"],
         meta["feature_service"],
         [ServiceFeature(**f) for f in meta["feature_list"]],
         splits,
-        LabelReport(**meta["labels"]),
+        # Sets saved before a field was dropped still load.
+        LabelReport(**{k: v for k, v in meta["labels"].items() if k in _LABEL_FIELDS}),
+        tuple(ContextField(f["name"], f["kind"]) for f in meta.get("context", [])),
     )

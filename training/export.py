@@ -76,6 +76,7 @@ def build_manifest(
         features=[asdict(f) for f in training_set.features],
         entity_keys=list(contract.MODEL_ENTITY_KEYS),
         request_features=[f.name for f in contract.REQUEST_FEATURES],
+        context=[{"name": f.name, "kind": f.kind} for f in training_set.context],
         inputs={
             SPARSE_INPUT: {"dtype": "int64", "fields": trained.feature_map.sparse_names},
             DENSE_INPUT: {"dtype": "float32", "fields": trained.feature_map.dense_names},

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from core import events, units
+from core import context, events, units
 from feature_repo import contract
 
 Task = Literal["ctr", "cvr"]
@@ -52,8 +52,6 @@ class LabelReport:
     clicks: int
     conversions: int
     cutoff: str
-    # left out: closed, but after the last midnight by which every label is final
-    partial_day: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +67,8 @@ def labelled_impressions(
     """Impressions shown in ``[start, end)`` whose ``task`` label is final at ``cutoff``.
 
     Columns: impression_id, event_timestamp (UTC, µs), the ``MODEL_ENTITY_KEYS``, the
-    request context (position, placement, device, country), click and conversion (0/1).
+    request context (position, placement, device, country, and the declared context
+    fields' ``ctx_`` columns), click and conversion (0/1).
     Sorted by time, then impression id.
     """
     if task not in TASKS:
@@ -77,8 +76,9 @@ def labelled_impressions(
     if not start < end:
         raise ValueError(f"start {start} must be before end {end}")
     root = events.events_root(data_root)
+    fields = context.declared(data_root)
     shown = events.read_table(
-        events.IMPRESSIONS,
+        context.impressions_table(fields),
         root,
         [
             "impression_id",
@@ -89,6 +89,7 @@ def labelled_impressions(
             "placement",
             "device",
             "country",
+            *(f.column for f in fields),
         ],
     )
     micros = pc.cast(shown["event_timestamp"], "int64")

@@ -23,7 +23,7 @@ such a leak would flatter offline AUC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -434,14 +434,7 @@ def auc_gap(data_root: Path, training_set: TrainingSet, config: TrainConfig) -> 
     aggregate with its whole-log value: what a join without time semantics would give.
     """
     views = list(dict.fromkeys(f.view for f in training_set.features))
-    leaky = TrainingSet(
-        leaky_features(data_root, training_set.frame, views),
-        training_set.task,
-        training_set.service,
-        training_set.features,
-        training_set.splits,
-        training_set.labels,
-    )
+    leaky = replace(training_set, frame=leaky_features(data_root, training_set.frame, views))
     honest_auc = train_and_evaluate(training_set, config).metrics["test"]["auc"]
     leaky_auc = train_and_evaluate(leaky, config).metrics["test"]["auc"]
     return LeakageGap(honest_auc, leaky_auc, config.model.kind, len(training_set.part("test")))

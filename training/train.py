@@ -61,20 +61,39 @@ class TrainConfig:
 
 @dataclass
 class Inputs:
-    """Which columns feed which part of the feature map."""
+    """Which columns feed which part of the feature map, and which were left out."""
 
     hashed: list[str]
     categorical: list[str]
     dense: list[str]
     count_like: set[str]
+    left_out: dict[str, str]  # column -> why it carries no information
+
+
+def uninformative(column: pd.Series) -> str | None:
+    """Why a training column cannot teach a model anything, or None: missing on every
+    row, or one value on every row. A single value with some rows missing still says
+    something (present or not), so it stays."""
+    present = column.notna()
+    if not present.any():
+        return "missing on every training row"
+    if present.all() and column.nunique(dropna=True) == 1:
+        value = column.iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value
+        return f"the same value ({value!r}) on every training row"
+    return None
 
 
 def model_inputs(training_set: TrainingSet) -> Inputs:
-    """Entity ids and id-valued features are hashed; strings and request features use
-    vocabularies; everything else is dense (integer features are counts)."""
+    """Entity ids and id-valued features are hashed; strings, request features and
+    categorical context fields use vocabularies; numeric context fields and everything
+    else are dense (integer features are counts). Columns that are missing or constant
+    on every training row are left out, with the reason."""
     hashed = [k for k in ID_KEYS if k in training_set.frame.columns]
     categorical = ["category"] + [f.name for f in contract.REQUEST_FEATURES]
-    dense, counts = [], set()
+    categorical += [f.column for f in training_set.context if f.kind == "categorical"]
+    dense = [f.column for f in training_set.context if f.kind == "numeric"]
+    counts = set()
     for f in training_set.features:
         if f.dtype == contract.INT64 and f.name.endswith("_id"):
             hashed.append(f.name)
@@ -84,7 +103,19 @@ def model_inputs(training_set: TrainingSet) -> Inputs:
             dense.append(f.name)
             if f.dtype == contract.INT64:
                 counts.add(f.name)
-    return Inputs(hashed, categorical, dense, counts)
+    train = training_set.part("train")
+    left_out = {
+        name: reason
+        for name in (*hashed, *categorical, *dense)
+        if (reason := uninformative(train[name])) is not None
+    }
+    return Inputs(
+        [n for n in hashed if n not in left_out],
+        [n for n in categorical if n not in left_out],
+        [n for n in dense if n not in left_out],
+        counts - set(left_out),
+        left_out,
+    )
 
 
 def fit_feature_map(training_set: TrainingSet) -> FeatureMap:
@@ -95,6 +126,7 @@ def fit_feature_map(training_set: TrainingSet) -> FeatureMap:
         inputs.categorical,
         inputs.dense,
         inputs.count_like,
+        left_out=inputs.left_out,
     )
 
 

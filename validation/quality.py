@@ -19,12 +19,14 @@ Everything is derived from the feature contract:
 The rows checked are the newest partition (what the next materialisation loads); the
 partition counts cover the whole table. In a training set the features of an entity the
 join did not find are null, so there the null rules give way to a coverage rule: each
-view must be found for at least ``MIN_COVERAGE`` of the rows.
+view must be found for at least ``MIN_COVERAGE`` of the rows from the first midnight
+after the set begins (no daily window has ended before it), judged by the view's first
+feature the log maps (a profile view the log maps nothing of is not checked).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -247,7 +249,7 @@ def _missing(suite: str, path: Path):
 
 
 def training_set_expectations(frame: pd.DataFrame, features: list[Any]) -> list[gxe.Expectation]:
-    """Bounds of every feature, labels in {0, 1}, and each view found for most rows."""
+    """Bounds of every feature and labels in {0, 1}."""
     by_name = {f.name: f for spec in contract.ALL_VIEWS.values() for f in spec.features}
     present = [by_name[f.name] for f in features if f.name in by_name]
     checks = bounds_expectations(tuple(present))
@@ -257,27 +259,53 @@ def training_set_expectations(frame: pd.DataFrame, features: list[Any]) -> list[
         for label in LABELS
         if label in frame.columns
     ]
-    first_of_view: dict[str, str] = {}
-    for f in features:
-        first_of_view.setdefault(f.view, f.name)
-    checks += [
-        check(
-            gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=MIN_COVERAGE),
-            "coverage",
-            name,
-            view=view,
-        )
-        for view, name in first_of_view.items()
-    ]
     return checks
+
+
+def coverage_expectations(frame: pd.DataFrame, features: list[Any]) -> list[gxe.Expectation]:
+    """Each view found for most rows, judged by its first feature the log maps: a
+    profile view whose every feature is null on every row reads columns the log does not
+    have (no demographics mapped: no demographic check), so it is not checked."""
+    profiles = {spec.name for spec in contract.PROFILE_VIEWS}
+    by_view: dict[str, list[str]] = {}
+    for f in features:
+        by_view.setdefault(f.view, []).append(f.name)
+    checks = []
+    for view, names in by_view.items():
+        mapped = [n for n in names if n in frame.columns and frame[n].notna().any()]
+        if view in profiles and not mapped:
+            continue
+        name = (mapped or names)[0]
+        checks.append(
+            check(
+                gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=MIN_COVERAGE),
+                "coverage",
+                name,
+                view=view,
+            )
+        )
+    return checks
+
+
+def with_history(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows from the first UTC midnight after the set's first row: before it no daily
+    window has ended, so no view can hold history for anyone."""
+    first = frame["event_timestamp"].min()
+    return frame[frame["event_timestamp"] >= first.floor("D") + pd.Timedelta(days=1)]
 
 
 def check_training_set(runner: Runner, training_set: Any) -> SuiteResult:
     """The training gate's suite over a :class:`training.dataset.TrainingSet`."""
     frame = training_set.frame
+    name = f"training_{training_set.task}"
     checks = training_set_expectations(frame, training_set.features)
-    result = runner.validate(f"training_{training_set.task}", checks, frame)
+    result = runner.validate(name, checks, frame)
     result.rows = len(frame)
+    warm = with_history(frame)
+    coverage = coverage_expectations(frame, training_set.features)
+    if coverage and len(warm):
+        covered = runner.validate(f"{name}_coverage", coverage, warm)
+        result.checks += [replace(c, suite=name) for c in covered.checks]
     splits = set(frame["split"].unique())
     missing = [s for s in ("train", "calibration", "test") if s not in splits]
     if missing:

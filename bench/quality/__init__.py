@@ -7,9 +7,10 @@ Data (prepared in a temporary folder, or ``--workdir``; ``--reuse DIR`` skips it
 - **Simulator.** ``SimulationConfig(days=14)`` (default sizes, start 2026-01-05), the
   Spark batch job for window ends 2026-01-06..2026-01-19, a copy of ``feature_repo/``
   applied with ``feast apply`` (a throwaway ``redis-server`` as its online store), then
-  the CTR and CVR training sets of ``training.dataset.build`` with the calibration and
-  test days of ``adstack.flows.split_days`` (2 + 2 for CTR, 1 + 1 for CVR: the CVR
-  label window of 8 days leaves 6 whole days).
+  the CTR and CVR training sets of ``training.dataset.build`` with its default split
+  (``SplitRequest``: the last whole days, a seventh of the log each, at least one: one
+  calibration and one test day for both; the CVR label window of 7 days and an hour
+  leaves 6 whole days).
 - **TalkingData** (``/work/shared/data/talkingdata_sample``): ingested into its own data
   root, batch job over its dates, ``feast apply``, entity rows from
   ``labelled_impressions(..., "ctr", ...)`` (every row is a click; the install is the

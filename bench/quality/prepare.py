@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
-from adstack.flows import split_days
 from artifact.feature_map import Encoded, FeatureMap
 from bench.harness import ROOT
 from bench.quality.plan import OPEN_BANDIT, START, TALKINGDATA, Scale, log
 from bench.stream import feast_apply
 from training import dataset
-from training.dataset import SplitDays, TrainingSet, service_features
+from training.dataset import Split, TrainingSet, service_features
 from training.labels import labelled_impressions
 from training.train import fit_feature_map
 
@@ -124,8 +123,7 @@ def prepare_simulator(prepared: Prepared, services: Services, scale: Scale) -> d
     start, end = START, START + timedelta(days=days)
     for task in ("ctr", "cvr"):
         began = time.perf_counter()
-        held_out = split_days(start, end - dataset.label_window(task))
-        built = dataset.build(store, data, task, start, end, None, None, held_out, held_out)
+        built = dataset.build(store, data, task, start, end)
         dataset.save(built, prepared.sim_set(task))
         timings[f"build_{task}"] = time.perf_counter() - began
     return timings
@@ -160,7 +158,7 @@ def prepare_real(
     joined["event_timestamp"] = joined["event_timestamp"].astype("datetime64[us, UTC]")
     low, high = joined["event_timestamp"].min(), joined["event_timestamp"].max()
     span = high - low
-    splits = SplitDays(
+    splits = Split(
         low.to_pydatetime(),
         (low + span * 4 / 6).to_pydatetime(),
         (low + span * 5 / 6).to_pydatetime(),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.adapters.flatlog import ID_MASK, hash_ids
+from core.ids import ID_MASK, hash_ids
 from pipelines.adapters.reading import RawBatch, read_csv, require_columns, with_row_info
 
 COLUMNS = [
@@ -75,7 +75,7 @@ def read(path: Path) -> Iterator[RawBatch]:
 def _low_63_bits(ids: pd.Series) -> pd.Series:
     def parse(text: object) -> object:
         try:
-            return int(str(text)) & int(ID_MASK)
+            return int(str(text)) & ID_MASK
         except ValueError:
             return pd.NA
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from core import events
+from core.context import ContextField
+from core.ids import hash_ids
 
 ID = "id"
 TIME = "timestamp"
@@ -55,14 +57,6 @@ FLAT_COLUMNS: dict[str, str] = {
     "gender": TEXT,
     "os": TEXT,
 }
-ID_MASK = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
-
-
-def hash_ids(values: pd.Series) -> pd.Series:
-    """Stable int64 ids (63 bits) for string identifiers; nulls stay null."""
-    hashed = pd.util.hash_pandas_object(values.astype("string"), index=False).to_numpy()
-    out = pd.Series((hashed & ID_MASK).astype(np.int64), index=values.index, dtype="Int64")
-    return out.mask(values.isna())
 
 
 def synthetic_ids(prefix: str, rows: pd.Series) -> pd.Series:
@@ -150,14 +144,17 @@ def fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def to_canonical(good: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Split validated flat rows into the six canonical tables.
+def to_canonical(
+    good: pd.DataFrame, context: tuple[ContextField, ...] = ()
+) -> dict[str, pd.DataFrame]:
+    """Split validated flat rows into the six canonical tables (the impressions with
+    the declared ``context`` columns).
 
     A click without its own time is stamped at the impression time; a conversion
     without its own time at the click time. Catalog rows take the first value the
     log shows for each id and are stamped with the id's first appearance.
     """
-    imp = good[events.IMPRESSIONS.columns]
+    imp = good[events.IMPRESSIONS.columns + [f.column for f in context]]
 
     clicked = good["click"].fillna(0).astype(bool).to_numpy()
     click_ts = good["click_timestamp"].fillna(good["event_timestamp"])

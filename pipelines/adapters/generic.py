@@ -15,6 +15,12 @@ Example (``docs/data-model.md`` lists every flat column)::
       click: clicked
     hash_ids: [user_id]           # your ids that are text: hashed to stable int64
     constants: {bid_type: CPC}    # flat columns with one value for the whole log
+    context:                      # more impression fields: name -> your column, kind
+      domain: {column: site, kind: categorical}
+      floor_price: {column: floor, kind: numeric}
+
+Context fields become typed impressions columns ``ctx_<name>`` (``core/context.py``) and
+request-time model inputs; the scorer takes them in the request's ``context``.
 
 Rows without an ``impression_id`` column get one from the file name and row number.
 """
@@ -29,7 +35,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from pipelines.adapters.flatlog import FLAT_COLUMNS, ID, TIME, hash_ids, synthetic_ids
+from core.context import ContextField
+from core.ids import hash_ids
+from pipelines.adapters.flatlog import FLAT_COLUMNS, ID, TIME, synthetic_ids
 from pipelines.adapters.reading import (
     RawBatch,
     read_csv,
@@ -46,6 +54,12 @@ class CsvOptions(BaseModel):
     names: list[str] | None = None
 
 
+class ContextColumn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: str
+    kind: Literal["categorical", "numeric"]
+
+
 class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str
@@ -57,6 +71,7 @@ class Mapping(BaseModel):
     columns: dict[str, str]
     hash_ids: list[str] = []
     constants: dict[str, str | int | float] = {}
+    context: dict[str, ContextColumn] = {}
 
     @field_validator("columns", "constants")
     @classmethod
@@ -71,6 +86,17 @@ class Mapping(BaseModel):
         if self.timestamp_format and self.timestamp_unit:
             raise ValueError("give timestamp_format or timestamp_unit, not both")
         return self
+
+    @field_validator("context")
+    @classmethod
+    def valid_context(cls, value: dict[str, ContextColumn]) -> dict[str, ContextColumn]:
+        for name, spec in value.items():
+            ContextField(name, spec.kind)  # raises on a bad name or kind
+        return value
+
+    @property
+    def context_fields(self) -> tuple[ContextField, ...]:
+        return tuple(ContextField(name, spec.kind) for name, spec in self.context.items())
 
     @field_validator("hash_ids")
     @classmethod
@@ -100,18 +126,27 @@ def read(mapping_file: Path) -> Iterator[RawBatch]:
             )
         else:
             raw = read_parquet(file)
-        require_columns(raw, list(mapping.columns.values()), file)
+        wanted = [*mapping.columns.values(), *(c.column for c in mapping.context.values())]
+        require_columns(raw, wanted, file)
         flat = pd.DataFrame({flat: raw[column] for flat, column in mapping.columns.items()})
+        for field in mapping.context_fields:
+            flat[field.column] = raw[mapping.context[field.name].column]
         for name, value in mapping.constants.items():
             flat[name] = str(value)
         for name in mapping.hash_ids:
             flat[name] = hash_ids(flat[name])
         if mapping.timestamp_unit:
-            for name in [c for c in flat.columns if FLAT_COLUMNS[c] == TIME]:
+            for name in [c for c in flat.columns if FLAT_COLUMNS.get(c) == TIME]:
                 flat[name] = _epoch_to_iso(flat[name], mapping.timestamp_unit)
         if "impression_id" not in flat.columns:
             flat["impression_id"] = synthetic_ids(f"{mapping.source}/{file.name}", raw["_row"])
-        yield RawBatch(file, with_row_info(flat, raw), raw, time_format=mapping.timestamp_format)
+        yield RawBatch(
+            file,
+            with_row_info(flat, raw),
+            raw,
+            time_format=mapping.timestamp_format,
+            context=mapping.context_fields,
+        )
 
 
 def _epoch_to_iso(values: pd.Series, unit: str) -> pd.Series:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.adapters.flatlog import hash_ids, synthetic_ids
+from core.ids import hash_ids
+from pipelines.adapters.flatlog import synthetic_ids
 from pipelines.adapters.reading import RawBatch, read_csv, require_columns, with_row_info
 
 CAMPAIGNS = {"all": 1, "men": 2, "women": 3}

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.context import ContextField
+
 
 class UnreadableFile(ValueError):
     pass
@@ -29,6 +31,8 @@ class RawBatch:
     frame: pd.DataFrame
     original: pd.DataFrame
     time_format: str | None = None
+    # Declared context fields the frame carries as ``ctx_<name>`` columns.
+    context: tuple[ContextField, ...] = ()
 
 
 def read_csv(

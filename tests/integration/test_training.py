@@ -81,7 +81,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, spark, redis_url: str) -> 
 @pytest.fixture(scope="module")
 def ctr_set(project: Path) -> dataset.TrainingSet:
     store = FeatureStore(repo_path=str(project / "feature_repo"))
-    return dataset.build(store, project / "data", "ctr", START, END, None, None, 1, 1)
+    return dataset.build(
+        store,
+        project / "data",
+        "ctr",
+        START,
+        END,
+        split=dataset.SplitRequest(calibration_days=1, test_days=1),
+    )
 
 
 def test_training_set_is_the_feature_service_joined_at_each_impression(
@@ -203,7 +210,8 @@ def test_promotion_refuses_a_miscalibrated_version(project: Path, ctr_set) -> No
     shutil.copytree(champion.directory, doubled)
     manifest.write(doubled)
     registration = training_registry.register(settings, manifest, doubled, [], promote=False)
-    refusal = r"calibration_ratio: 100% of values failed, e.g. \[1\.9"
+    # About twice the clicks predicted (isotonic steps and clipping at 1 bend it a little).
+    refusal = r"calibration_ratio: 100% of values failed, e.g. \[(1\.[89]|2\.[01])"
     with pytest.raises(flows.GateRefused, match=refusal):
         flows.promote(settings, "ctr", registration.version)
     assert registry.resolve(settings, "ctr").version == champion.version
@@ -238,7 +246,14 @@ def test_training_refuses_a_set_failing_its_quality_suite_unless_overridden(
 def test_esmm_conversion_model_trains_and_exports(project: Path) -> None:
     settings = get_settings()
     store = FeatureStore(repo_path=str(project / "feature_repo"))
-    cvr_set = dataset.build(store, project / "data", "cvr", START, END, None, None, 1, 1)
+    cvr_set = dataset.build(
+        store,
+        project / "data",
+        "cvr",
+        START,
+        END,
+        split=dataset.SplitRequest(calibration_days=1, test_days=1),
+    )
     # Every row's whole label window (click + attribution) closed before the cut-off.
     assert cvr_set.frame["event_timestamp"].max() < END - dataset.label_window("cvr")
     run = train(settings, "cvr", "esmm", epochs=2, training_set=cvr_set, promote=False)
@@ -268,7 +283,16 @@ def test_leakage_audit_on_talkingdata(
     store = FeatureStore(repo_path=str(repo))
     # The log spans three days, less than the attribution window: label by the click
     # clock and read the conversion service's features.
-    talking = dataset.build(store, data, "ctr", first, last, None, "cvr_v1", 1, 1)
+    talking = dataset.build(
+        store,
+        data,
+        "ctr",
+        first,
+        last,
+        None,
+        "cvr_v1",
+        dataset.SplitRequest(calibration_days=1, test_days=1),
+    )
     views = list(dict.fromkeys(f.view for f in talking.features))
     audit = leakage.audit(data, talking.frame, views, sample=1000)
     assert audit.rows == 1000 and audit.mismatches == 0, audit.as_dict()

@@ -75,7 +75,9 @@ def _world(root: Path, spark, redis_url: str, config: SimulationConfig) -> World
     batch_features.run(spark, data, START.date() + timedelta(days=1), END.date())
     repo = applied_repo(root, data, redis_url)
     store = FeatureStore(repo_path=str(repo))
-    training_set = dataset.build(store, data, "ctr", START, END, None, None, 1, 1)
+    training_set = dataset.build(
+        store, data, "ctr", START, END, split=dataset.SplitRequest(calibration_days=1, test_days=1)
+    )
     return World(root, training_set)
 
 

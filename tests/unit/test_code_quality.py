@@ -1,5 +1,5 @@
-"""ruff (lint and format) over the project and mypy over the ground floor, serving/ and
-training/."""
+"""ruff (lint and format) over the project and mypy over the ground floor, serving/,
+training/ and the roof's adstack/ (with what it imports)."""
 
 import subprocess
 import sys
@@ -19,6 +19,6 @@ def test_ruff_lint_and_format():
     assert fmt.returncode == 0, fmt.stdout
 
 
-def test_mypy_on_ground_serving_and_training():
-    result = run("mypy", "core", "artifact", "serving", "training")
+def test_mypy_on_ground_serving_training_and_the_cli():
+    result = run("mypy", "core", "artifact", "serving", "training", "adstack")
     assert result.returncode == 0, result.stdout

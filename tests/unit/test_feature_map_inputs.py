@@ -65,3 +65,22 @@ def test_serving_inputs_encode_like_the_training_frame() -> None:
     # Unknown strings map to the out-of-vocabulary row, like missing ones.
     unknown = fm.transform({**columns, "device": np.array(["vr"] * 300, dtype=object)})
     assert (unknown.sparse[:, 2] == 0).all()
+
+
+def test_columns_without_information_are_left_out_with_their_reason() -> None:
+    from training.train import uninformative
+
+    rows = 50
+    frame = _frame(rows, 1)
+    frame["user_age_bucket"] = pd.Series([None] * rows, dtype=object)
+    frame["ad_rate_null_sometimes"] = np.where(np.arange(rows) % 2 == 0, 0.5, np.nan)
+    reasons = {name: uninformative(frame[name]) for name in frame.columns}
+    assert reasons["user_age_bucket"] == "missing on every training row"
+    assert reasons["user_id"] == "the same value (7) on every training row"
+    assert reasons["spend"] == "the same value (12.5) on every training row"
+    # One value where present, missing elsewhere: presence itself is information.
+    assert reasons["ad_rate_null_sometimes"] is None
+    assert reasons["ad_id"] is None and reasons["device"] is None
+    left_out = {name: reason for name, reason in reasons.items() if reason}
+    fm = FeatureMap.fit(frame, ["ad_id"], ["device"], ["ad_ctr_7d"], set(), left_out=left_out)
+    assert FeatureMap.from_dict(fm.to_dict()).left_out == left_out

@@ -2,8 +2,9 @@ import pandas as pd
 import pytest
 
 from adstack.flows import ingest
+from core.ids import hash_ids
 from pipelines.adapters import generic
-from pipelines.adapters.flatlog import hash_ids, parse_flat
+from pipelines.adapters.flatlog import parse_flat
 
 
 def test_hashed_ids_are_stable_63_bit_and_keep_nulls():
@@ -96,3 +97,14 @@ def test_generic_mapping_errors_name_the_problem(tmp_path):
     (tmp_path / "bad.yaml").write_text(MAPPING.replace("click: clicked", "clikc: clicked"))
     with pytest.raises(ValueError, match="unknown flat columns"):
         generic.load_mapping(tmp_path / "bad.yaml")
+
+
+def test_text_ids_follow_the_documented_formula():
+    import hashlib
+
+    from core.ids import as_id, text_id
+
+    digest = hashlib.blake2b(b"u-1234", digest_size=8).digest()
+    assert text_id("u-1234") == int.from_bytes(digest, "big") & (2**63 - 1)
+    assert hash_ids(pd.Series(["u-1234"]))[0] == text_id("u-1234")
+    assert as_id(42) == 42 and as_id("42") == text_id("42")
