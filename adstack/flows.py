@@ -21,7 +21,7 @@ from typing import Any
 
 from artifact import registry as registry_read
 from artifact.manifest import Manifest
-from artifact.metrics import gate
+from artifact.metrics import gate, period_shift
 from artifact.registry import CHAMPION, ResolvedModel
 from artifact.runtime import score, session
 from core.settings import Settings
@@ -224,7 +224,7 @@ def promote(settings: Settings, name: str, version: str, alias: str = CHAMPION) 
     training set's test days (overall and per advertiser)."""
     resolved = registry_read.resolve_version(settings, name, version)
     # The gate is re-applied to the recorded test metrics, not read from a stored flag.
-    result = gate(resolved.manifest.test_metrics)
+    result = gate(resolved.manifest.test_metrics, period_shift(resolved.manifest.metrics))
     reasons = list(result.reasons) + calibration_on_test_days(settings, resolved)
     if reasons:
         raise GateRefused(

@@ -142,15 +142,76 @@ class GateResult:
         return asdict(self)
 
 
-def gate(metrics: Metrics | dict) -> GateResult:
+# A label rate that moved between the calibration and the test period by more than this
+# many standard errors is a shift between periods.
+SHIFT_Z = 3.0
+
+
+@dataclass(frozen=True)
+class PeriodShift:
+    """The label rate of the calibration period against the test period's.
+
+    Calibration is fitted on the earlier period, so a model that is right there predicts
+    about its rate later too: if the rate itself moved, the test calibration ratio moves
+    by ``calibration_rate / test_rate`` whatever the model does."""
+
+    calibration_rate: float
+    calibration_rows: int
+    test_rate: float
+    test_rows: int
+
+    @property
+    def expected_ratio(self) -> float:
+        """The test calibration ratio the shift alone gives."""
+        return self.calibration_rate / self.test_rate if self.test_rate > 0 else float("inf")
+
+    @property
+    def z(self) -> float:
+        """Two-proportion z statistic of the difference in rates."""
+        n1, n2 = self.calibration_rows, self.test_rows
+        pooled = (self.calibration_rate * n1 + self.test_rate * n2) / max(n1 + n2, 1)
+        se = np.sqrt(pooled * (1 - pooled) * (1 / max(n1, 1) + 1 / max(n2, 1)))
+        return float((self.calibration_rate - self.test_rate) / se) if se > 0 else 0.0
+
+    def explains(self, calibration_ratio: float) -> bool:
+        """The rates differ significantly and the shift accounts for the test
+        calibration ratio within the gate's tolerance."""
+        low, high = GATE_CALIBRATION_RATIO
+        within = low <= calibration_ratio / self.expected_ratio <= high
+        return abs(self.z) > SHIFT_Z and within
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def period_shift(metrics: dict) -> PeriodShift | None:
+    """The shift a model's recorded metrics hold (none for models trained before it was
+    recorded)."""
+    recorded = metrics.get("period_shift")
+    return PeriodShift(**recorded) if recorded else None
+
+
+def gate(metrics: Metrics | dict, shift: PeriodShift | None = None) -> GateResult:
     """Refuse a model whose ECE (either binning) exceeds 0.02 or whose calibration ratio
-    lies outside [0.95, 1.05] on the test period."""
+    lies outside [0.95, 1.05] on the test period. With the ``shift`` of the label rate
+    between the calibration and test periods, a failing ratio that the shift accounts
+    for says so: the model is refused either way, and the reason names the cause."""
     m = metrics.as_dict() if isinstance(metrics, Metrics) else metrics
     reasons = []
     for key in ("ece", "ece_quantile"):
         if not m[key] <= GATE_MAX_ECE:
             reasons.append(f"{key} {m[key]:.4f} > {GATE_MAX_ECE}")
     low, high = GATE_CALIBRATION_RATIO
-    if not low <= m["calibration_ratio"] <= high:
-        reasons.append(f"calibration ratio {m['calibration_ratio']:.3f} outside [{low}, {high}]")
+    ratio = m["calibration_ratio"]
+    if not low <= ratio <= high:
+        reason = f"calibration ratio {ratio:.3f} outside [{low}, {high}]"
+        if shift is not None and shift.explains(ratio):
+            reason += (
+                f": the label rate moved from {shift.calibration_rate:.4%} in the calibration "
+                f"period to {shift.test_rate:.4%} in the test period (z {shift.z:+.1f}), which "
+                f"alone gives a ratio of {shift.expected_ratio:.3f}: a shift between periods, "
+                "not the model (recalibrate on recent data, or choose the split with "
+                "--calibration-from/--test-from)"
+            )
+        reasons.append(reason)
     return GateResult(not reasons, reasons)

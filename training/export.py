@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from artifact.manifest import Manifest
-from artifact.metrics import gate
+from artifact.metrics import gate, period_shift
 from artifact.runtime import (
     DENSE_INPUT,
     SPARSE_INPUT,
@@ -86,7 +86,7 @@ def build_manifest(
         feature_map=trained.feature_map,
         calibration=trained.calibration,
         metrics=trained.metrics,
-        gate=gate(trained.metrics["test"]).as_dict(),
+        gate=gate(trained.metrics["test"], period_shift(trained.metrics)).as_dict(),
         training_window=training_set.summary(),
         model_config=trained.config.model.as_dict(),
         train_config=trained.config.as_dict(),

@@ -32,7 +32,7 @@ from torch import nn
 
 from artifact import calibration
 from artifact.feature_map import HASH, Encoded, FeatureMap
-from artifact.metrics import Metrics, evaluate
+from artifact.metrics import Metrics, PeriodShift, evaluate
 from feature_repo import contract
 from training.dataset import TrainingSet
 from training.models import ModelConfig, build_model, embedding_table
@@ -406,6 +406,13 @@ def train_and_evaluate(
         test = parts["test"]
         ctcvr = (test["click"] * test["conversion"]).to_numpy()
         metrics["test_ctcvr_uncalibrated"] = evaluate(ctcvr, test_probabilities["ctcvr"]).as_dict()
+    # The label rate of both periods: the gate tells a shift between them from the model.
+    metrics["period_shift"] = PeriodShift(
+        float(np.mean(y_cal)) if len(y_cal) else 0.0,
+        len(y_cal),
+        float(np.mean(y_test)) if len(y_test) else 0.0,
+        len(y_test),
+    ).as_dict()
     curves = {"calibrated": (y_test, p_calibrated), "uncalibrated": (y_test, p_raw)}
     return TrainedModel(
         task,

@@ -264,7 +264,8 @@ def test_a_two_day_log_gets_a_training_set_and_a_ctr_model(project: Project) -> 
         next((project.root / ".adstack" / "models" / "ctr").glob("*/manifest.json")).read_text()
     )
     assert [f["name"] for f in manifest["context"]] == ["domain", "slot_id", "floor_price"]
-    assert {"ctx_domain", "ctx_slot_id"} <= set(manifest["inputs"]["sparse_ids"]["fields"]), manifest
+    sparse = set(manifest["inputs"]["sparse_ids"]["fields"])
+    assert {"ctx_domain", "ctx_slot_id"} <= sparse, manifest["inputs"]
     report = json.loads((project.root / "reports" / "training" / "ctr" / "report.json").read_text())
     assert report["metrics"]["test"]["auc"] > 0.6, report["metrics"]
     project.passed_gate = report["registration"]["gate_passed"]

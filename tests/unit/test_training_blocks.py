@@ -94,3 +94,21 @@ def test_models_return_logits_per_row(kind: str) -> None:
     outputs = out if isinstance(out, tuple) else (out,)
     assert len(outputs) == (2 if kind == "esmm" else 1)
     assert all(o.shape == (2,) for o in outputs)
+
+
+def test_the_gate_names_a_shift_between_periods() -> None:
+    from artifact.metrics import PeriodShift
+
+    fine = {"ece": 0.004, "ece_quantile": 0.01, "calibration_ratio": 1.01}
+    # The click rate fell from 3% to 2%: a model right on the calibration period predicts
+    # about 1.5x the test clicks, which is what the ratio shows.
+    shift = PeriodShift(0.03, 50_000, 0.02, 50_000)
+    assert shift.expected_ratio == pytest.approx(1.5) and shift.z > 10
+    result = gate(fine | {"calibration_ratio": 1.48}, shift)
+    assert not result.passed
+    assert "a shift between periods, not the model" in result.reasons[0], result.reasons
+    # The same ratio without a moved rate is the model's own bias: no such claim.
+    same_rate = PeriodShift(0.02, 50_000, 0.02, 50_000)
+    assert "shift" not in gate(fine | {"calibration_ratio": 1.48}, same_rate).reasons[0]
+    # A moved rate that does not account for the ratio is not blamed either.
+    assert "shift" not in gate(fine | {"calibration_ratio": 0.8}, shift).reasons[0]
