@@ -164,53 +164,167 @@ MEASURE_BOUNDS = {
 RATE_DENOMINATORS = {"ctr": "impressions", "cvr": "clicks"}
 
 
-COUNTS = (("impressions", INT64), ("clicks", INT64), ("conversions", INT64))
-RATES = (("ctr", FLOAT64), ("cvr", FLOAT64))
+# ---------------------------------------------------------------- declared aggregates
+#
+# Every daily windowed view is a group-by declared here, in the style of Chronon's
+# GroupBy: the keys it groups the attributed events by, the aggregations it computes,
+# and the windows (BATCH_WINDOWS). The Spark batch job (pipelines/batch_features.py),
+# the Feast feature views, the quality suites and the leakage audit all read these
+# declarations; none of them names a daily view's features itself.
+#
+# Aggregations, each computed over every window (window-major in the view):
+# - Sum(measure): a count of impressions, clicks or conversions, or spend (money,
+#   billed at the click for CPC and at the conversion for CPA: core/units.py);
+# - Rate(measure, numerator, denominator): a raw rate, null without a denominator; with
+#   ``prior`` (keys of another group-by) it is smoothed towards that group's rate in the
+#   same window with a Beta prior of ``strength`` pseudo-events;
+# - Distinct(measure, column): distinct values of an event column (ads seen);
+# - Share(measure, numerator, of): the key's share of its parent group's numerator
+#   (a category's share of the user's clicks);
+# plus, outside the windows, Age(name): days from the key's first impression to the
+# window end.
+
+
+@dataclass(frozen=True)
+class Sum:
+    measure: str  # impressions, clicks, conversions or spend
+
+    @property
+    def dtype(self) -> str:
+        return FLOAT64 if self.measure == "spend" else INT64
+
+
+@dataclass(frozen=True)
+class Rate:
+    measure: str  # ctr, cvr
+    numerator: str
+    denominator: str
+    prior: tuple[str, ...] = ()  # keys of the group whose rate is the prior mean
+    strength: float = 0.0  # the prior's weight in pseudo-events of the denominator
+    dtype: str = FLOAT64
+
+
+@dataclass(frozen=True)
+class Distinct:
+    measure: str  # distinct_ads
+    column: str  # ad_id
+    dtype: str = INT64
+
+
+@dataclass(frozen=True)
+class Share:
+    measure: str  # click_share
+    numerator: str  # clicks
+    of: tuple[str, ...]  # the parent group's keys (user_id)
+    dtype: str = FLOAT64
+
+
+Aggregation = Sum | Rate | Distinct | Share
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """A daily windowed view declared by its keys and aggregations."""
+
+    name: str
+    entities: tuple[Entity, ...]
+    prefix: str  # feature names: <prefix>_<measure>_<window>
+    aggregations: tuple[Aggregation, ...]
+    description: str
+    age: Feature | None = None  # days since the key's first impression
+    windows: tuple[Window, ...] = BATCH_WINDOWS
+    ttl: timedelta = BATCH_TTL
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(e.join_key for e in self.entities)
+
+    @property
+    def sums(self) -> tuple[str, ...]:
+        """The event measures summed per key and day: every input the aggregations
+        read (activity in any of them keeps a key's rows)."""
+        needed: list[str] = []
+        for a in self.aggregations:
+            if isinstance(a, Sum):
+                needed.append(a.measure)
+            elif isinstance(a, Rate):
+                needed += [a.numerator, a.denominator]
+            elif isinstance(a, Share):
+                needed.append(a.numerator)
+        return tuple(dict.fromkeys(needed))
+
+    @property
+    def view(self) -> ViewSpec:
+        features = windowed(self.prefix, tuple((a.measure, a.dtype) for a in self.aggregations),
+                            self.windows)  # fmt: skip
+        if self.age is not None:
+            features = (*features, self.age)
+        return ViewSpec(self.name, self.entities, features, self.ttl, self.description)
+
+
 SPEND = (("spend", FLOAT64),)
+CTR = Rate("ctr", "clicks", "impressions")
+CVR = Rate("cvr", "conversions", "clicks")
+COUNT_SUMS = (Sum("impressions"), Sum("clicks"), Sum("conversions"))
+BY_CATEGORY = ("category",)
 
 AD_AGE = Feature("ad_days_since_first_impression", FLOAT64, bounds=NON_NEGATIVE)
 
-USER_DAILY = ViewSpec(
-    "user_daily",
-    (USER,),
-    windowed("user", (*COUNTS, *RATES, ("distinct_ads", INT64)), BATCH_WINDOWS),
-    BATCH_TTL,
-    "The user's activity over the last 1, 7 and 30 days (raw rates; null without a denominator).",
-)
-AD_DAILY = ViewSpec(
-    "ad_daily",
-    (AD,),
-    (*windowed("ad", (*COUNTS, *RATES), BATCH_WINDOWS), AD_AGE),
-    BATCH_TTL,
-    "The ad's delivery over the last 1, 7 and 30 days; CTR and CVR smoothed towards the "
-    "category's rate with a Beta prior.",
-)
-ADVERTISER_DAILY = ViewSpec(
-    "advertiser_daily",
-    (ADVERTISER,),
-    windowed("advertiser", (*COUNTS, *RATES, *SPEND), BATCH_WINDOWS),
-    BATCH_TTL,
-    "The advertiser's delivery, rates and spend over the last 1, 7 and 30 days.",
-)
-CAMPAIGN_DAILY = ViewSpec(
-    "campaign_daily",
-    (CAMPAIGN,),
-    windowed("campaign", (*COUNTS, *RATES, *SPEND), BATCH_WINDOWS),
-    BATCH_TTL,
-    "The campaign's delivery, rates and spend over the last 1, 7 and 30 days.",
-)
-USER_CATEGORY_DAILY = ViewSpec(
-    "user_category_daily",
-    (USER, CATEGORY),
-    windowed(
-        "user_category",
-        (("impressions", INT64), ("clicks", INT64), ("ctr", FLOAT64), ("click_share", FLOAT64)),
-        BATCH_WINDOWS,
+GROUP_BYS = (
+    GroupBy(
+        "user_daily",
+        (USER,),
+        "user",
+        (*COUNT_SUMS, CTR, CVR, Distinct("distinct_ads", "ad_id")),
+        "The user's activity over the last 1, 7 and 30 days (raw rates; null without a "
+        "denominator).",
     ),
-    BATCH_TTL,
-    "The user's interest in a category: impressions, clicks, CTR smoothed towards the "
-    "category's rate, and the category's share of the user's clicks.",
+    GroupBy(
+        "ad_daily",
+        (AD,),
+        "ad",
+        (
+            *COUNT_SUMS,
+            Rate("ctr", "clicks", "impressions", BY_CATEGORY, CTR_PRIOR_STRENGTH),
+            Rate("cvr", "conversions", "clicks", BY_CATEGORY, CVR_PRIOR_STRENGTH),
+        ),
+        "The ad's delivery over the last 1, 7 and 30 days; CTR and CVR smoothed towards the "
+        "category's rate with a Beta prior.",
+        age=AD_AGE,
+    ),
+    GroupBy(
+        "advertiser_daily",
+        (ADVERTISER,),
+        "advertiser",
+        (*COUNT_SUMS, CTR, CVR, Sum("spend")),
+        "The advertiser's delivery, rates and spend over the last 1, 7 and 30 days.",
+    ),
+    GroupBy(
+        "campaign_daily",
+        (CAMPAIGN,),
+        "campaign",
+        (*COUNT_SUMS, CTR, CVR, Sum("spend")),
+        "The campaign's delivery, rates and spend over the last 1, 7 and 30 days.",
+    ),
+    GroupBy(
+        "user_category_daily",
+        (USER, CATEGORY),
+        "user_category",
+        (
+            Sum("impressions"),
+            Sum("clicks"),
+            Rate("ctr", "clicks", "impressions", BY_CATEGORY, CTR_PRIOR_STRENGTH),
+            Share("click_share", "clicks", ("user_id",)),
+        ),
+        "The user's interest in a category: impressions, clicks, CTR smoothed towards the "
+        "category's rate, and the category's share of the user's clicks.",
+    ),
 )
+GROUP_BY = {g.name: g for g in GROUP_BYS}
+USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY = (
+    g.view for g in GROUP_BYS
+)
+
 AD_PROFILE = ViewSpec(
     "ad_profile",
     (AD,),
@@ -251,7 +365,7 @@ CAMPAIGN_PROFILE = ViewSpec(
     "input. No model reads it.",
 )
 
-DAILY_VIEWS = (USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY)
+DAILY_VIEWS = tuple(g.view for g in GROUP_BYS)
 PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE, CAMPAIGN_PROFILE)
 # The views the Spark batch job writes, by name.
 VIEWS = {spec.name: spec for spec in (*DAILY_VIEWS, *PROFILE_VIEWS)}

@@ -22,7 +22,7 @@ How windows are computed without rescanning history for every day:
 
 Distinct ads seen cannot be summed over days; each (user, ad, day) occurrence adds one
 from the next day until the window passes it or the pair is seen again, and a running
-sum of those steps gives the exact distinct count (:func:`distinct_ads_steps`).
+sum of those steps gives the exact distinct count (:func:`distinct_steps`).
 
 Output: Parquet under ``<data root>/features/<view>/date=YYYY-MM-DD`` (the window end's
 date), microsecond timestamps. A run replaces exactly the date partitions of its range.
@@ -50,14 +50,8 @@ from feature_repo.contract import BATCH_WINDOWS, LONGEST_BATCH_WINDOW, ViewSpec
 from feature_repo.contract import Window as Span
 
 COUNTS = ("impressions", "clicks", "conversions")
-# The measures each daily view counts; activity in them keeps an entity's rows.
-ACTIVE_MEASURES = {
-    contract.USER_DAILY.name: COUNTS,
-    contract.AD_DAILY.name: COUNTS,
-    contract.ADVERTISER_DAILY.name: COUNTS,
-    contract.CAMPAIGN_DAILY.name: COUNTS,
-    contract.USER_CATEGORY_DAILY.name: ("impressions", "clicks"),
-}
+# The measures each daily view sums; activity in them keeps an entity's rows.
+ACTIVE_MEASURES = {g.name: g.sums for g in contract.GROUP_BYS}
 EPOCH = date(1970, 1, 1)
 
 
@@ -76,7 +70,7 @@ class Events:
     ads: DataFrame  # ad_id, campaign_id, advertiser_id, category, format, bid_type, bid, created_at
     users: DataFrame  # user_id, age_bucket, gender, country, os, updated_at
     campaigns: DataFrame  # campaign_id, advertiser_id, daily_budget, created_at
-    first_seen: DataFrame  # ad_id, event_timestamp: every impression before the range ends
+    first_seen: DataFrame  # every impression before the range ends (for first-seen ages)
 
 
 def history_start(first_end: date) -> date:
@@ -124,7 +118,7 @@ def extract(spark: SparkSession, events_root: Path, first_end: date, last_end: d
         ads=_read(spark, events_root, "ads").drop("date"),
         users=_read(spark, events_root, "users").drop("date"),
         campaigns=_read(spark, events_root, "campaigns").drop("date"),
-        first_seen=impressions.where(F.col("date") < hi).select("ad_id", "event_timestamp"),
+        first_seen=impressions.where(F.col("date") < hi),
     )
 
 
@@ -276,29 +270,37 @@ def entity_windows(
     return roll_windows(partials, keys, measures, first_end, last_end, BATCH_WINDOWS, steps)
 
 
-def distinct_ads_steps(events: DataFrame, windows: Sequence[Span] = BATCH_WINDOWS) -> DataFrame:
-    """Steps whose running sum along window ends is the user's distinct ads per window.
+def distinct_steps(
+    events: DataFrame,
+    keys: Sequence[str] = ("user_id",),
+    column: str = "ad_id",
+    measure: str = "distinct_ads",
+    windows: Sequence[Span] = BATCH_WINDOWS,
+) -> DataFrame:
+    """Steps whose running sum along window ends is the key's distinct ``column`` values
+    per window (a user's distinct ads).
 
-    An occurrence of (user, ad) on day ``d`` counts for window ends ``d + 1`` up to
+    An occurrence of (key, value) on day ``d`` counts for window ends ``d + 1`` up to
     ``d + n`` (window of ``n`` days) or the pair's next occurrence, whichever is first:
-    +1 at the first end, -1 after the last. Columns: user_id, end_day,
-    ``distinct_ads_<window>``.
+    +1 at the first end, -1 after the last. Columns: ``keys``, end_day,
+    ``<measure>_<window>``.
     """
+    keys = list(keys)
     pairs = (
         events.where(F.col("impressions") > 0)
-        .select("user_id", "ad_id", F.unix_date(F.to_date("event_timestamp")).alias("day"))
+        .select(*keys, column, F.unix_date(F.to_date("event_timestamp")).alias("day"))
         .distinct()
         .withColumn(
-            "next_day", F.lead("day").over(Window.partitionBy("user_id", "ad_id").orderBy("day"))
+            "next_day", F.lead("day").over(Window.partitionBy(*keys, column).orderBy("day"))
         )
     )
-    columns = [f"distinct_ads_{w.label}" for w in windows]
+    columns = [f"{measure}_{w.label}" for w in windows]
     starts = pairs.select(
-        "user_id", (F.col("day") + 1).alias("end_day"), *(F.lit(1).alias(c) for c in columns)
+        *keys, (F.col("day") + 1).alias("end_day"), *(F.lit(1).alias(c) for c in columns)
     )
     stops = [
         pairs.select(
-            "user_id",
+            *keys,
             (
                 F.least(F.col("day") + w.days, F.coalesce("next_day", F.col("day") + w.days)) + 1
             ).alias("end_day"),
@@ -309,10 +311,10 @@ def distinct_ads_steps(events: DataFrame, windows: Sequence[Span] = BATCH_WINDOW
     steps = starts
     for stop in stops:
         steps = steps.unionByName(stop)
-    return steps.groupBy("user_id", "end_day").agg(*(F.sum(c).alias(c) for c in columns))
+    return steps.groupBy(*keys, "end_day").agg(*(F.sum(c).alias(c) for c in columns))
 
 
-def rate(numerator: Column, denominator: Column) -> Column:
+def rate_column(numerator: Column, denominator: Column) -> Column:
     """Raw rate, capped at 1; null when there is no denominator (unknown, not zero).
 
     Events count at their own time, so a window can hold a click whose impression fell
@@ -327,7 +329,7 @@ def smoothed_rate(numerator: Column, denominator: Column, prior: Column, strengt
     Falls back to the raw rate when the prior is unknown. Capped at 1, like :func:`rate`.
     """
     posterior = (numerator + prior * strength) / (denominator + strength)
-    return capped(F.coalesce(posterior, rate(numerator, denominator)))
+    return capped(F.coalesce(posterior, rate_column(numerator, denominator)))
 
 
 def capped(value: Column) -> Column:
@@ -335,139 +337,14 @@ def capped(value: Column) -> Column:
     return F.when(value > 1.0, F.lit(1.0)).otherwise(value)
 
 
-def smoothed_ctr(window: Span) -> Column:
-    """CTR over ``window`` smoothed towards the category's (needs the prior columns)."""
-    return smoothed_rate(
-        F.col(f"clicks_{window.label}"),
-        F.col(f"impressions_{window.label}"),
-        F.col(f"prior_ctr_{window.label}"),
-        contract.CTR_PRIOR_STRENGTH,
-    )
-
-
-def _stamped(frame: DataFrame, spec: ViewSpec, renames: dict[str, Column]) -> DataFrame:
+def _stamped(frame: DataFrame, spec: ViewSpec, columns: dict[str, Column]) -> DataFrame:
     """Select the view's columns in contract order, stamped at the window end."""
     stamp = F.timestamp_seconds(F.col("end_day").cast("long") * 86_400)
     return frame.select(
         *spec.join_keys,
         stamp.alias("event_timestamp"),
-        *(renames[name].alias(name) for name in spec.feature_names),
+        *(columns[name].alias(name) for name in spec.feature_names),
     )
-
-
-def _names(spec: ViewSpec, prefix: str, frame: DataFrame) -> dict[str, Column]:
-    """Map ``<prefix>_<measure>_<window>`` feature names onto rolled ``<measure>_<window>``."""
-    return {
-        name: F.col(name[len(prefix) + 1 :])
-        for name in spec.feature_names
-        if name[len(prefix) + 1 :] in frame.columns
-    }
-
-
-def category_priors(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
-    """Per category and window end: the category's CTR and CVR (the Beta prior means)."""
-    rolled = entity_windows(events, ["category"], COUNTS, first_end, last_end)
-    return rolled.select(
-        "category",
-        "end_day",
-        *(
-            column
-            for w in BATCH_WINDOWS
-            for column in (
-                rate(F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")).alias(
-                    f"prior_ctr_{w.label}"
-                ),
-                rate(F.col(f"conversions_{w.label}"), F.col(f"clicks_{w.label}")).alias(
-                    f"prior_cvr_{w.label}"
-                ),
-            )
-        ),
-    )
-
-
-def user_features(events: DataFrame, first_end: date, last_end: date) -> DataFrame:
-    spec = contract.USER_DAILY
-    steps = distinct_ads_steps(events)
-    rolled = entity_windows(events, ["user_id"], COUNTS, first_end, last_end, steps)
-    columns = _names(spec, "user", rolled)
-    for w in BATCH_WINDOWS:
-        clicks, impressions = F.col(f"clicks_{w.label}"), F.col(f"impressions_{w.label}")
-        columns[f"user_ctr_{w.label}"] = rate(clicks, impressions)
-        columns[f"user_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
-    return _stamped(rolled, spec, columns)
-
-
-def ad_features(
-    events: DataFrame,
-    ads: DataFrame,
-    first_seen: DataFrame,
-    priors: DataFrame,
-    first_end: date,
-    last_end: date,
-) -> DataFrame:
-    spec = contract.AD_DAILY
-    rolled = entity_windows(events, ["ad_id"], COUNTS, first_end, last_end)
-    first = first_seen.groupBy("ad_id").agg(F.min("event_timestamp").alias("first_impression_at"))
-    frame = (
-        rolled.join(F.broadcast(ads.select("ad_id", "category")), "ad_id", "left")
-        .join(priors, ["category", "end_day"], "left")
-        .join(first, "ad_id", "left")
-    )
-    columns = _names(spec, "ad", frame)
-    for w in BATCH_WINDOWS:
-        clicks = F.col(f"clicks_{w.label}")
-        columns[f"ad_ctr_{w.label}"] = smoothed_ctr(w)
-        columns[f"ad_cvr_{w.label}"] = smoothed_rate(
-            F.col(f"conversions_{w.label}"),
-            clicks,
-            F.col(f"prior_cvr_{w.label}"),
-            contract.CVR_PRIOR_STRENGTH,
-        )
-    end_micros = F.col("end_day").cast("long") * units.MICROS_PER_DAY
-    age = (end_micros - F.unix_micros("first_impression_at")) / units.MICROS_PER_DAY
-    columns[contract.AD_AGE.name] = F.when(age > 0, age)
-    return _stamped(frame, spec, columns)
-
-
-def spender_features(
-    events: DataFrame, spec: ViewSpec, prefix: str, first_end: date, last_end: date
-) -> DataFrame:
-    """Advertiser or campaign: counts, raw rates and spend."""
-    key = spec.join_keys[0]
-    measures = (*COUNTS, "spend")
-    rolled = entity_windows(events, [key], measures, first_end, last_end)
-    columns = _names(spec, prefix, rolled)
-    for w in BATCH_WINDOWS:
-        clicks = F.col(f"clicks_{w.label}")
-        columns[f"{prefix}_spend_{w.label}"] = F.col(f"spend_{w.label}") / units.MONEY_MICROS
-        columns[f"{prefix}_ctr_{w.label}"] = rate(clicks, F.col(f"impressions_{w.label}"))
-        columns[f"{prefix}_cvr_{w.label}"] = rate(F.col(f"conversions_{w.label}"), clicks)
-    return _stamped(rolled, spec, columns)
-
-
-def user_category_features(
-    events: DataFrame,
-    user_rolled_clicks: DataFrame,
-    priors: DataFrame,
-    first_end: date,
-    last_end: date,
-) -> DataFrame:
-    """``user_rolled_clicks``: user_id, end_day and ``user_clicks_<window>`` of the user view."""
-    spec = contract.USER_CATEGORY_DAILY
-    keys = ["user_id", "category"]
-    measures = ACTIVE_MEASURES[spec.name]
-    rolled = entity_windows(events, keys, measures, first_end, last_end)
-    frame = rolled.join(priors, ["category", "end_day"], "left").join(
-        user_rolled_clicks, ["user_id", "end_day"], "left"
-    )
-    columns = _names(spec, "user_category", frame)
-    for w in BATCH_WINDOWS:
-        clicks = F.col(f"clicks_{w.label}")
-        columns[f"user_category_ctr_{w.label}"] = smoothed_ctr(w)
-        columns[f"user_category_click_share_{w.label}"] = rate(
-            clicks, F.col(f"user_clicks_{w.label}")
-        )
-    return _stamped(frame, spec, columns)
 
 
 def profile(catalog: DataFrame, spec: ViewSpec, stamped_by: str) -> DataFrame:
@@ -479,6 +356,143 @@ def profile(catalog: DataFrame, spec: ViewSpec, stamped_by: str) -> DataFrame:
     )
 
 
+class GroupByJob:
+    """The daily tables of the declared group-bys (``contract.GROUP_BYS``), built from
+    one frame of attributed events. Rolled sums, prior rates and parent groups are
+    computed once and shared between the group-bys that read them."""
+
+    def __init__(
+        self, activity: DataFrame, first_seen: DataFrame, first_end: date, last_end: date
+    ) -> None:
+        self.activity, self.first_seen = activity, first_seen
+        self.first_end, self.last_end = first_end, last_end
+        self.rolled: dict[str, DataFrame] = {}  # by group-by name
+        self.priors: dict[tuple[str, ...], DataFrame] = {}  # by prior keys
+        self.kept: list[DataFrame] = []
+
+    def _keep(self, frame: DataFrame) -> DataFrame:
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.kept.append(frame)
+        return frame
+
+    def rolled_sums(self, group: contract.GroupBy) -> DataFrame:
+        """``keys``, end_day and ``<measure>_<window>`` of the group's sums (and its
+        distinct counts)."""
+        if group.name not in self.rolled:
+            steps = None
+            for a in group.aggregations:
+                if isinstance(a, contract.Distinct):
+                    more = distinct_steps(self.activity, group.keys, a.column, a.measure)
+                    on = [*group.keys, "end_day"]
+                    steps = more if steps is None else steps.join(more, on, "full")
+            frame = entity_windows(
+                self.activity, list(group.keys), group.sums, self.first_end, self.last_end, steps
+            )
+            self.rolled[group.name] = self._keep(frame) if self._is_parent(group) else frame
+        return self.rolled[group.name]
+
+    def _is_parent(self, group: contract.GroupBy) -> bool:
+        return any(
+            isinstance(a, contract.Share) and a.of == group.keys
+            for other in contract.GROUP_BYS
+            for a in other.aggregations
+        )
+
+    def prior(self, keys: tuple[str, ...]) -> DataFrame:
+        """Per ``keys`` and window end: the group's raw rate of every rate measure a
+        group-by smooths towards it (``prior_<measure>_<window>``)."""
+        if keys not in self.priors:
+            rates = {
+                a.measure: a
+                for g in contract.GROUP_BYS
+                for a in g.aggregations
+                if isinstance(a, contract.Rate) and a.prior == keys
+            }
+            measures = tuple(
+                dict.fromkeys(m for r in rates.values() for m in (r.numerator, r.denominator))
+            )
+            rolled = entity_windows(
+                self.activity, list(keys), measures, self.first_end, self.last_end
+            )
+            self.priors[keys] = self._keep(
+                rolled.select(
+                    *keys,
+                    "end_day",
+                    *(
+                        rate_of(r, w).alias(f"prior_{r.measure}_{w.label}")
+                        for r in rates.values()
+                        for w in BATCH_WINDOWS
+                    ),
+                )
+            )
+        return self.priors[keys]
+
+    def table(self, group: contract.GroupBy) -> DataFrame:
+        """The group-by's view: every aggregation over every window, stamped."""
+        frame = self.rolled_sums(group)
+        columns: dict[str, Column] = {}
+        priors = dict.fromkeys(
+            a.prior for a in group.aggregations if isinstance(a, contract.Rate) and a.prior
+        )
+        for keys in priors:
+            if not set(keys) <= set(group.keys):
+                # The key decides the prior's key (an ad has one category).
+                mapping = self.activity.select(*group.keys, *keys).distinct()
+                frame = frame.join(mapping, list(group.keys), "left")
+            frame = frame.join(self.prior(keys), [*keys, "end_day"], "left")
+        for of in dict.fromkeys(a.of for a in group.aggregations if isinstance(a, contract.Share)):
+            parent = next(g for g in contract.GROUP_BYS if g.keys == of)
+            numerators = {a.numerator for a in group.aggregations if isinstance(a, contract.Share)}
+            totals = self.rolled_sums(parent).select(
+                *of,
+                "end_day",
+                *(
+                    F.col(f"{n}_{w.label}").alias(f"_of_{n}_{w.label}")
+                    for n in sorted(numerators)
+                    for w in group.windows
+                ),
+            )
+            frame = frame.join(totals, [*of, "end_day"], "left")
+        for w in group.windows:
+            for a in group.aggregations:
+                name = contract.feature_name(group.prefix, a.measure, w)
+                columns[name] = aggregate(a, w)
+        if group.age is not None:
+            first = self.first_seen.groupBy(*group.keys).agg(
+                F.min("event_timestamp").alias("first_impression_at")
+            )
+            frame = frame.join(first, list(group.keys), "left")
+            end_micros = F.col("end_day").cast("long") * units.MICROS_PER_DAY
+            age = (end_micros - F.unix_micros("first_impression_at")) / units.MICROS_PER_DAY
+            columns[group.age.name] = F.when(age > 0, age)
+        return _stamped(frame, group.view, columns)
+
+
+def rate_of(rate: contract.Rate, window: Span) -> Column:
+    return rate_column(
+        F.col(f"{rate.numerator}_{window.label}"), F.col(f"{rate.denominator}_{window.label}")
+    )
+
+
+def aggregate(a: contract.Aggregation, w: Span) -> Column:
+    """One aggregation over window ``w`` from the rolled, joined columns."""
+    if isinstance(a, contract.Sum):
+        column = F.col(f"{a.measure}_{w.label}")
+        return column / units.MONEY_MICROS if a.measure == "spend" else column
+    if isinstance(a, contract.Distinct):
+        return F.col(f"{a.measure}_{w.label}")
+    if isinstance(a, contract.Share):
+        return rate_column(F.col(f"{a.numerator}_{w.label}"), F.col(f"_of_{a.numerator}_{w.label}"))
+    if a.prior:
+        return smoothed_rate(
+            F.col(f"{a.numerator}_{w.label}"),
+            F.col(f"{a.denominator}_{w.label}"),
+            F.col(f"prior_{a.measure}_{w.label}"),
+            a.strength,
+        )
+    return rate_of(a, w)
+
+
 @dataclass(frozen=True)
 class FeatureTables:
     tables: dict[str, DataFrame]  # by view name
@@ -488,39 +502,21 @@ class FeatureTables:
 
 def transform(events: Events, first_end: date, last_end: date) -> FeatureTables:
     """Every feature table of the range, keyed by view name."""
-    # Every table starts from the same attributed events and the user and prior tables
-    # are read twice: keep them rather than rejoin the raw events for each.
+    # Every table starts from the same attributed events: keep them rather than rejoin
+    # the raw events for each.
     activity = attributed_events(
         events.impressions, events.clicks, events.conversions, events.ads
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    priors = category_priors(activity, first_end, last_end).persist()
-    users = user_features(activity, first_end, last_end).persist(StorageLevel.MEMORY_AND_DISK)
-    user_clicks = users.select(
-        "user_id",
-        F.unix_date(F.to_date("event_timestamp")).alias("end_day"),
-        *(f"user_clicks_{w.label}" for w in BATCH_WINDOWS),
-    )
-    tables = {
-        contract.USER_DAILY.name: users,
-        contract.AD_DAILY.name: ad_features(
-            activity, events.ads, events.first_seen, priors, first_end, last_end
-        ),
-        contract.ADVERTISER_DAILY.name: spender_features(
-            activity, contract.ADVERTISER_DAILY, "advertiser", first_end, last_end
-        ),
-        contract.CAMPAIGN_DAILY.name: spender_features(
-            activity, contract.CAMPAIGN_DAILY, "campaign", first_end, last_end
-        ),
-        contract.USER_CATEGORY_DAILY.name: user_category_features(
-            activity, user_clicks, priors, first_end, last_end
-        ),
+    job = GroupByJob(activity, events.first_seen, first_end, last_end)
+    tables = {group.name: job.table(group) for group in contract.GROUP_BYS}
+    tables |= {
         contract.AD_PROFILE.name: profile(events.ads, contract.AD_PROFILE, "created_at"),
         contract.USER_PROFILE.name: profile(events.users, contract.USER_PROFILE, "updated_at"),
         contract.CAMPAIGN_PROFILE.name: profile(
             events.campaigns, contract.CAMPAIGN_PROFILE, "created_at"
         ),
     }
-    return FeatureTables(tables, activity, [activity, priors, users])
+    return FeatureTables(tables, activity, [activity, *job.kept])
 
 
 def ends_with_rows(

@@ -159,28 +159,22 @@ class ViewAudit:
 
 
 class Recomputer:
-    """Recomputes every batch view's features for query rows (keys and ``ts`` µs)."""
+    """Recomputes every batch view's features for query rows (keys and ``ts`` µs), from
+    the view's declaration (``contract.GROUP_BY``) and the raw events."""
 
     def __init__(self, data_root: Path, window_ends: dict[str, set[int]]) -> None:
         self.data_root = data_root
         self.events = attributed_events(data_root)
         self.window_ends = window_ends  # view -> window-end days the batch job wrote
-        measures = [*COUNT_MEASURES, "spend"]
-        self.sums = {
-            name: WindowSums(self.events, keys, measures)
-            for name, keys in (
-                ("user", ["user_id"]),
-                ("ad", ["ad_id"]),
-                ("advertiser", ["advertiser_id"]),
-                ("campaign", ["campaign_id"]),
-                ("category", ["category"]),
-                ("user_category", ["user_id", "category"]),
-            )
-        }
-        shown = self.events[self.events["impressions"] > 0]
-        self.user_ads = WindowSums(shown.assign(one=1.0), ["user_id"], ["one"])
-        self.user_ad_ids = shown["ad_id"].to_numpy()[self.user_ads.order]
-        self.first_impression = shown.groupby("ad_id")["ts"].min()
+        self.shown = self.events[self.events["impressions"] > 0]
+        self._sums: dict[tuple[str, ...], WindowSums] = {}
+        self._distinct: dict[tuple[tuple[str, ...], str], tuple[WindowSums, np.ndarray]] = {}
+
+    def sums(self, keys: tuple[str, ...]) -> WindowSums:
+        """Every measure's running sums per entity of ``keys`` (built once per keys)."""
+        if keys not in self._sums:
+            self._sums[keys] = WindowSums(self.events, list(keys), [*COUNT_MEASURES, "spend"])
+        return self._sums[keys]
 
     def _window_end(
         self,
@@ -213,73 +207,85 @@ class Recomputer:
         windows: tuple[contract.Window, ...] = contract.BATCH_WINDOWS,
         activity_days: int = ACTIVITY_DAYS,
     ) -> pd.DataFrame:
-        prefix = {
-            "user_daily": "user",
-            "ad_daily": "ad",
-            "advertiser_daily": "advertiser",
-            "campaign_daily": "campaign",
-            "user_category_daily": "user_category",
-        }[spec.name]
-        sums = self.sums[prefix]
+        group = contract.GROUP_BY[spec.name]
+        sums = self.sums(group.keys)
         codes = sums.query_codes(rows)
         ts = rows["ts"].to_numpy(dtype=np.int64)
-        measures = (
-            ("impressions", "clicks")
-            if prefix == "user_category"
-            else (*COUNT_MEASURES, *(("spend",) if prefix in ("advertiser", "campaign") else ()))
-        )
-        end = self._window_end(spec.name, sums, codes, ts, measures, spec.ttl, activity_days)
+        end = self._window_end(spec.name, sums, codes, ts, group.sums, spec.ttl, activity_days)
         out: dict[str, np.ndarray] = {}
-        category = self.sums["category"]
-        cat_codes = category.query_codes(rows) if "category" in rows else np.full(len(rows), -1)
         for w in windows:
             lo = end - w.days * DAY
             got = {m: sums.sum(m, codes, lo, end) for m in (*COUNT_MEASURES, "spend")}
-            for m in COUNT_MEASURES:
-                out[f"{prefix}_{m}_{w.label}"] = got[m]
-            out[f"{prefix}_spend_{w.label}"] = got["spend"]
-            if prefix in ("ad", "user_category"):
-                active = np.add.reduce(
-                    [
-                        category.sum(m, cat_codes, end - activity_days * DAY, end)
-                        for m in COUNT_MEASURES
-                    ]
-                )
-                cat = {m: category.sum(m, cat_codes, lo, end) for m in COUNT_MEASURES}
-                prior_ctr = np.where(active > 0, _rate(cat["clicks"], cat["impressions"]), np.nan)
-                prior_cvr = np.where(active > 0, _rate(cat["conversions"], cat["clicks"]), np.nan)
-                out[f"{prefix}_ctr_{w.label}"] = _smoothed(
-                    got["clicks"], got["impressions"], prior_ctr, contract.CTR_PRIOR_STRENGTH
-                )
-                out[f"{prefix}_cvr_{w.label}"] = _smoothed(
-                    got["conversions"], got["clicks"], prior_cvr, contract.CVR_PRIOR_STRENGTH
-                )
-            else:
-                out[f"{prefix}_ctr_{w.label}"] = _rate(got["clicks"], got["impressions"])
-                out[f"{prefix}_cvr_{w.label}"] = _rate(got["conversions"], got["clicks"])
-            if prefix == "user":
-                out[f"user_distinct_ads_{w.label}"] = self._distinct_ads(rows, lo, end)
-            if prefix == "user_category":
-                user = self.sums["user"]
-                user_clicks = user.sum("clicks", user.query_codes(rows), lo, end)
-                out[f"user_category_click_share_{w.label}"] = _rate(got["clicks"], user_clicks)
-        if prefix == "ad":
-            first = rows["ad_id"].map(self.first_impression).to_numpy(dtype=np.float64)
-            age = (end - first) / DAY
-            out[contract.AD_AGE.name] = np.where(age > 0, age, np.nan)
+            for a in group.aggregations:
+                name = contract.feature_name(group.prefix, a.measure, w)
+                if isinstance(a, contract.Sum):
+                    out[name] = got[a.measure]
+                elif isinstance(a, contract.Rate):
+                    out[name] = self._rate(a, got, rows, lo, end, activity_days)
+                elif isinstance(a, contract.Distinct):
+                    out[name] = self._distinct_count(group.keys, a.column, rows, lo, end)
+                else:
+                    parent = self.sums(a.of)
+                    total = parent.sum(a.numerator, parent.query_codes(rows), lo, end)
+                    out[name] = _rate(got[a.numerator], total)
+        if group.age is not None:
+            first = self.shown.groupby(list(group.keys))["ts"].min().rename("_first")
+            at = rows[list(group.keys)].join(first, on=list(group.keys))["_first"]
+            age = (end - at.to_numpy(dtype=np.float64)) / DAY
+            out[group.age.name] = np.where(age > 0, age, np.nan)
         frame = pd.DataFrame({name: out[name] for name in spec.feature_names}, index=rows.index)
         frame.loc[end < 0] = np.nan
         return frame
 
-    def _distinct_ads(self, rows: pd.DataFrame, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Distinct ads among the user's impressions in ``[lo, hi)``; each distinct
-        index range is counted once (a leaky set asks the same range for every row)."""
-        codes = self.user_ads.query_codes(rows)
-        start, end = self.user_ads.bounds(codes, lo, hi)
-        ranges, inverse = np.unique(np.stack([start, end], axis=1), axis=0, return_inverse=True)
-        counts = np.array(
-            [len(np.unique(self.user_ad_ids[a:b])) for a, b in ranges], dtype=np.float64
+    def _rate(
+        self,
+        rate: contract.Rate,
+        got: dict[str, np.ndarray],
+        rows: pd.DataFrame,
+        lo: np.ndarray,
+        end: np.ndarray,
+        activity_days: int,
+    ) -> np.ndarray:
+        """A raw rate, or smoothed towards the prior group's rate; the prior group has a
+        row at ``end`` only with activity (in the measures its rates read) in the 31
+        days before it."""
+        if not rate.prior:
+            return _rate(got[rate.numerator], got[rate.denominator])
+        prior = self.sums(rate.prior)
+        codes = prior.query_codes(rows) if set(rate.prior) <= set(rows) else np.full(len(rows), -1)
+        read = {
+            m
+            for g in contract.GROUP_BYS
+            for a in g.aggregations
+            if isinstance(a, contract.Rate) and a.prior == rate.prior
+            for m in (a.numerator, a.denominator)
+        }
+        active = np.add.reduce(
+            [prior.sum(m, codes, end - activity_days * DAY, end) for m in sorted(read)]
         )
+        mean = np.where(
+            active > 0,
+            _rate(
+                prior.sum(rate.numerator, codes, lo, end),
+                prior.sum(rate.denominator, codes, lo, end),
+            ),
+            np.nan,
+        )
+        return _smoothed(got[rate.numerator], got[rate.denominator], mean, rate.strength)
+
+    def _distinct_count(
+        self, keys: tuple[str, ...], column: str, rows: pd.DataFrame, lo: np.ndarray, hi: np.ndarray
+    ) -> np.ndarray:
+        """Distinct ``column`` values among the key's impressions in ``[lo, hi)``; each
+        distinct index range is counted once (a leaky set asks the same range for every
+        row)."""
+        if (keys, column) not in self._distinct:
+            by_key = WindowSums(self.shown.assign(one=1.0), list(keys), ["one"])
+            self._distinct[(keys, column)] = (by_key, self.shown[column].to_numpy()[by_key.order])
+        by_key, values = self._distinct[(keys, column)]
+        start, end = by_key.bounds(by_key.query_codes(rows), lo, hi)
+        ranges, inverse = np.unique(np.stack([start, end], axis=1), axis=0, return_inverse=True)
+        counts = np.array([len(np.unique(values[a:b])) for a, b in ranges], dtype=np.float64)
         return counts[inverse.reshape(-1)]
 
     def profile(self, spec: contract.ViewSpec, rows: pd.DataFrame) -> pd.DataFrame:

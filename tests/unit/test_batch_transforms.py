@@ -92,7 +92,7 @@ def test_distinct_ads_are_exact_over_each_window(spark) -> None:
         date(2026, 1, 5),
         date(2026, 1, 12),
         ONE_AND_TWO_DAYS,
-        steps=bf.distinct_ads_steps(events, ONE_AND_TWO_DAYS),
+        steps=bf.distinct_steps(events, windows=ONE_AND_TWO_DAYS),
     ).select("user_id", "end_day", "distinct_ads_1d", "distinct_ads_2d")
     expected = spark.createDataFrame(
         [
@@ -192,7 +192,7 @@ def test_rates_are_null_without_a_denominator_and_smoothing_uses_the_prior(spark
         "num long, den long, prior double",
     )
     result = frame.select(
-        bf.rate(F.col("num"), F.col("den")).alias("raw"),
+        bf.rate_column(F.col("num"), F.col("den")).alias("raw"),
         bf.smoothed_rate(F.col("num"), F.col("den"), F.col("prior"), 10.0).alias("smoothed"),
     )
     expected = spark.createDataFrame(
