@@ -104,7 +104,7 @@ AD = Entity("ad", "ad_id", INT64, "One creative of a campaign.")
 ADVERTISER = Entity("advertiser", "advertiser_id", INT64, "Who pays; owns campaigns.")
 CAMPAIGN = Entity("campaign", "campaign_id", INT64, "A budgeted group of ads.")
 CATEGORY = Entity("category", "category", STRING, "The ad's product category.")
-ENTITIES = (USER, AD, ADVERTISER, CAMPAIGN, CATEGORY)
+ENTITIES: tuple[Entity, ...] = (USER, AD, ADVERTISER, CAMPAIGN, CATEGORY)  # + context keys
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ BY_CATEGORY = ("category",)
 
 AD_AGE = Feature("ad_days_since_first_impression", FLOAT64, bounds=NON_NEGATIVE)
 
-GROUP_BYS = (
+GROUP_BYS: tuple[GroupBy, ...] = (
     GroupBy(
         "user_daily",
         (USER,),
@@ -320,10 +320,101 @@ GROUP_BYS = (
         "category's rate, and the category's share of the user's clicks.",
     ),
 )
-GROUP_BY = {g.name: g for g in GROUP_BYS}
 USER_DAILY, AD_DAILY, ADVERTISER_DAILY, CAMPAIGN_DAILY, USER_CATEGORY_DAILY = (
     g.view for g in GROUP_BYS
 )
+
+# ---------------------------------------------------------------- your group-bys
+#
+# A log's own group-bys are declared in ``group_bys.yaml`` in the feature repo, over its
+# declared context fields (core/context.py) and the built-in keys, without Python:
+#
+#     domain_daily:
+#       keys: [domain]                 # context fields, or user, ad, advertiser,
+#                                      # campaign, category
+#       aggregations: [impressions, clicks, ctr]
+#     domain_ad_daily:
+#       keys: [domain, ad]
+#       aggregations: [impressions, clicks, {ctr: {prior: [ad]}}]   # smoothed
+#       services: [ctr_v1]             # default: ctr_v1 and cvr_v1
+#
+# Aggregations: impressions, clicks, conversions, spend (sums); ctr, cvr (raw rates, or
+# smoothed towards the rate of the ``prior`` keys' group, CTR_PRIOR_STRENGTH or
+# CVR_PRIOR_STRENGTH pseudo-events). Features are ``<keys joined by _>_<measure>_<window>``
+# over BATCH_WINDOWS. A context key is a string entity ``ctx_<name>``.
+
+# The repo's own file: ``ADSTACK_FEATURE_REPO`` when set (the repo adstack's commands
+# use), else the folder of this file (the repo Feast imports).
+GROUP_BYS_FILE = (
+    Path(os.environ.get("ADSTACK_FEATURE_REPO") or Path(__file__).resolve().parent)
+    / "group_bys.yaml"
+)
+BUILT_IN_KEYS = {e.name: e for e in (USER, AD, ADVERTISER, CAMPAIGN, CATEGORY)}
+_RATES = {"ctr": (CTR, CTR_PRIOR_STRENGTH), "cvr": (CVR, CVR_PRIOR_STRENGTH)}
+DEFAULT_SERVICES = ("ctr_v1", "cvr_v1")
+
+
+def context_entity(name: str) -> Entity:
+    """The entity of a declared (categorical) context field used as a group-by key."""
+    return Entity(f"ctx_{name}", f"ctx_{name}", STRING, f"The declared context field {name}.")
+
+
+def _aggregation(item: str | dict, where: str) -> Aggregation:
+    if isinstance(item, str) and item in ("impressions", "clicks", "conversions", "spend"):
+        return Sum(item)
+    if isinstance(item, str) and item in _RATES:
+        return _RATES[item][0]
+    if isinstance(item, dict) and len(item) == 1:
+        ((measure, options),) = item.items()
+        if measure in _RATES and isinstance(options, dict) and set(options) <= {"prior"}:
+            rate, strength = _RATES[measure]
+            prior = tuple(_key(k, where).join_key for k in options.get("prior", ()))
+            return Rate(rate.measure, rate.numerator, rate.denominator, prior, strength)
+    raise ValueError(
+        f"{where}: aggregation {item!r}; use impressions, clicks, conversions, spend, ctr, "
+        "cvr or {ctr: {prior: [keys]}}"
+    )
+
+
+def _key(name: str, where: str) -> Entity:
+    if name in BUILT_IN_KEYS:
+        return BUILT_IN_KEYS[name]
+    if name.isidentifier() and name == name.lower():
+        return context_entity(name)
+    raise ValueError(f"{where}: key {name!r} is neither {sorted(BUILT_IN_KEYS)} nor a field name")
+
+
+def declared_group_bys(path: Path = GROUP_BYS_FILE) -> tuple[tuple[GroupBy, tuple[str, ...]], ...]:
+    """The group-bys of ``group_bys.yaml`` with the feature services that read them."""
+    if not path.exists():
+        return ()
+    import yaml  # a dependency of Feast: importing it here keeps the module's header pure
+
+    declared = yaml.safe_load(path.read_text()) or {}
+    out = []
+    for name, spec in declared.items():
+        where = f"{path.name}: {name}"
+        if not isinstance(spec, dict) or set(spec) - {"keys", "aggregations", "services",
+                                                       "description"}:  # fmt: skip
+            raise ValueError(f"{where}: give keys, aggregations and optionally services")
+        keys = tuple(_key(k, where) for k in spec["keys"])
+        group = GroupBy(
+            name,
+            keys,
+            "_".join(k.join_key.removeprefix("ctx_").removesuffix("_id") for k in keys),
+            tuple(_aggregation(a, where) for a in spec["aggregations"]),
+            spec.get("description") or f"Declared in {path.name}: by {', '.join(spec['keys'])}.",
+        )
+        out.append((group, tuple(spec.get("services", DEFAULT_SERVICES))))
+    return tuple(out)
+
+
+YOUR_GROUP_BYS = declared_group_bys()
+GROUP_BYS = (*GROUP_BYS, *(g for g, _ in YOUR_GROUP_BYS))
+GROUP_BY = {g.name: g for g in GROUP_BYS}
+# The feature services each declared group-by's view joins.
+SERVICES_OF = {g.name: services for g, services in YOUR_GROUP_BYS}
+ENTITIES = tuple(dict.fromkeys((*ENTITIES, *(e for g in GROUP_BYS for e in g.entities))))
 
 AD_PROFILE = ViewSpec(
     "ad_profile",

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -52,6 +54,10 @@ from feature_repo.contract import Window as Span
 COUNTS = ("impressions", "clicks", "conversions")
 # The measures each daily view sums; activity in them keeps an entity's rows.
 ACTIVE_MEASURES = {g.name: g.sums for g in contract.GROUP_BYS}
+# Declared context fields some group-by keys on (``ctx_<name>`` impression columns).
+CONTEXT_KEYS = tuple(
+    dict.fromkeys(k for g in contract.GROUP_BYS for k in g.keys if k.startswith("ctx_"))
+)
 EPOCH = date(1970, 1, 1)
 
 
@@ -98,16 +104,23 @@ def _read(spark: SparkSession, root: Path, table: str) -> DataFrame:
             for field in events.TABLES[table].schema
         ]
         return spark.createDataFrame([], ", ".join([*columns, "`date` date"]))
-    return spark.read.option("basePath", str(path)).parquet(str(path))
+    # Sources that declare different context fields write different impression columns.
+    return spark.read.option("basePath", str(path)).option("mergeSchema", "true").parquet(str(path))
 
 
 def extract(spark: SparkSession, events_root: Path, first_end: date, last_end: date) -> Events:
     lo, hi = F.lit(history_start(first_end)), F.lit(last_end)
     impressions = _read(spark, events_root, "impressions")
+    missing = [c for c in CONTEXT_KEYS if c not in impressions.columns]
+    if missing:
+        raise ValueError(
+            f"group_bys.yaml keys on {missing}, which no source under {events_root} "
+            "declares (a mapping's `context` section declares them)"
+        )
     in_range = (F.col("date") >= lo) & (F.col("date") < hi)
     return Events(
         impressions=impressions.where(in_range).select(
-            "impression_id", "event_timestamp", "user_id", "ad_id", "price_paid"
+            "impression_id", "event_timestamp", "user_id", "ad_id", "price_paid", *CONTEXT_KEYS
         ),
         clicks=_read(spark, events_root, "clicks")
         .where(in_range)
@@ -148,6 +161,7 @@ def attributed_events(
         "category",
         "bid_type",
         F.coalesce("price_paid", F.lit(0.0)).alias("price"),
+        *CONTEXT_KEYS,
     )
     clicked = (
         clicks.withColumnRenamed("event_timestamp", "clicked_at")
@@ -160,7 +174,7 @@ def attributed_events(
         .join(shown.drop("shown_at"), "impression_id")
         .where(_within("clicked_at", "converted_at", contract.ATTRIBUTION_WINDOW))
     )
-    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category"]
+    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category", *CONTEXT_KEYS]
 
     def rows(frame: DataFrame, at: str, kind: str, billed_as: str | None) -> DataFrame:
         billed = F.col("bid_type") == F.lit(billed_as) if billed_as else F.lit(False)
@@ -379,17 +393,23 @@ class GroupByJob:
         """``keys``, end_day and ``<measure>_<window>`` of the group's sums (and its
         distinct counts)."""
         if group.name not in self.rolled:
+            known = self._known(group.keys)
             steps = None
             for a in group.aggregations:
                 if isinstance(a, contract.Distinct):
-                    more = distinct_steps(self.activity, group.keys, a.column, a.measure)
+                    more = distinct_steps(known, group.keys, a.column, a.measure)
                     on = [*group.keys, "end_day"]
                     steps = more if steps is None else steps.join(more, on, "full")
             frame = entity_windows(
-                self.activity, list(group.keys), group.sums, self.first_end, self.last_end, steps
+                known, list(group.keys), group.sums, self.first_end, self.last_end, steps
             )
             self.rolled[group.name] = self._keep(frame) if self._is_parent(group) else frame
         return self.rolled[group.name]
+
+    def _known(self, keys: Sequence[str]) -> DataFrame:
+        """The events with a value for every key: an impression without one (a context
+        field it lacks) has no entity in the group."""
+        return self.activity.where(~reduce(operator.or_, [F.col(k).isNull() for k in keys]))
 
     def _is_parent(self, group: contract.GroupBy) -> bool:
         return any(
@@ -412,7 +432,7 @@ class GroupByJob:
                 dict.fromkeys(m for r in rates.values() for m in (r.numerator, r.denominator))
             )
             rolled = entity_windows(
-                self.activity, list(keys), measures, self.first_end, self.last_end
+                self._known(keys), list(keys), measures, self.first_end, self.last_end
             )
             self.priors[keys] = self._keep(
                 rolled.select(

@@ -15,7 +15,7 @@ profile changed, costs one more round trip for its campaign, advertiser and cate
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +27,10 @@ from core.context import PREFIX
 from feature_repo import contract
 from serving.online import GroupValues, OnlineLayout, OnlineReader
 
-USER, AD, ADVERTISER, CAMPAIGN, USER_CATEGORY = (
-    "user_id",
-    "ad_id",
-    "advertiser_id",
-    "campaign_id",
-    "category+user_id",
-)
+# Entity groups are named by their sorted join keys (serving/online.py): the user's is
+# read once per request, the ad's per candidate; every other group's keys come from
+# the request, the candidate or its profile (``Scorer.entity_rows``).
+USER, AD = "user_id", "ad_id"
 # Views the auction reads besides the models' features: the ad's bid and owner, its
 # streamed delivery (exploration), the campaign's budget and spend today (pacing).
 AUCTION_VIEWS = ("ad_profile", "ad_stream", "campaign_profile", "campaign_stream")
@@ -56,6 +53,20 @@ AUCTION_COLUMNS = (
     (contract.CAMPAIGN_PROFILE.name, CAMPAIGN_BUDGET),
     (contract.CAMPAIGN_STREAM.name, CAMPAIGN_SPEND_TODAY),
 )
+
+
+# Join keys a candidate's profile gives (the rest come from the request or the ad).
+PROFILE_KEYS = ("campaign_id", "advertiser_id", "category")
+
+
+def _key_value(key: str, request: Request, ad_id: int, profile: AdProfile | None) -> Any:
+    if key == "user_id":
+        return request.user_id
+    if key == "ad_id":
+        return ad_id
+    if key.startswith(PREFIX):
+        return request.context.get(key[len(PREFIX) :])
+    return None if profile is None else getattr(profile, key)
 
 
 @dataclass(frozen=True)
@@ -133,43 +144,56 @@ class Scorer:
         self.view_group = {
             v.name: g for g, group in self.layout.groups.items() for v in group.views
         }
+        # Groups besides the user and the ad, and those keyed by a profile's fields.
+        self.other_groups = [g for g in self.layout.groups if g not in (USER, AD)]
+        self.profile_groups = [
+            g for g in self.other_groups if set(self.layout.groups[g].join_keys) & set(PROFILE_KEYS)
+        ]
 
     # ------------------------------------------------------------------ fetch
 
-    def _plan(self, request: Request, ads: Sequence[AdProfile | None]) -> dict[str, list]:
-        known = [p for p in ads if p is not None]
-        campaigns = {p.campaign_id for p in known if p.campaign_id is not None}
-        advertisers = {p.advertiser_id for p in known if p.advertiser_id is not None}
-        categories = {p.category for p in known if p.category is not None}
+    def entity_rows(
+        self, group: str, request: Request, profiles: Sequence[AdProfile | None]
+    ) -> list[tuple | None]:
+        """Each candidate's entity of ``group``: its join key values in the group's
+        order, or None when one is unknown (an ad without a profile, a context field the
+        request left out). Keys come from the request (user, declared context fields),
+        the candidate (ad) or its profile (campaign, advertiser, category)."""
+        keys = self.layout.groups[group].join_keys
+        rows: list[tuple | None] = []
+        for ad_id, profile in zip(request.ad_ids.tolist(), profiles, strict=True):
+            values = tuple(_key_value(key, request, ad_id, profile) for key in keys)
+            rows.append(None if None in values else values)
+        return rows
+
+    def _plan(
+        self, request: Request, profiles: Sequence[AdProfile | None], groups: Iterable[str]
+    ) -> dict[str, list]:
+        """The distinct entities of ``groups`` over the candidates."""
         plan: dict[str, list] = {}
-        for group, rows in (
-            (ADVERTISER, [[a] for a in sorted(advertisers)]),
-            (CAMPAIGN, [[c] for c in sorted(campaigns)]),
-            (USER_CATEGORY, [[c, request.user_id] for c in sorted(categories)]),
-        ):
-            if group in self.layout.groups and rows:
-                plan[group] = rows
+        for group in groups:
+            rows = dict.fromkeys(r for r in self.entity_rows(group, request, profiles) if r)
+            if rows:
+                plan[group] = [list(r) for r in rows]
         return plan
 
     async def fetch(self, client: Any, request: Request) -> Fetched:
         """Read every group the models and the auction need; raises on Redis errors (the
-        caller bounds it with its deadline and answers degraded)."""
+        caller bounds it with its deadline and answers degraded). Groups keyed by a
+        profile's fields are planned from the cached profiles and read again for the
+        candidates whose profile turned out different."""
         cached = [self.profiles.get(int(a)) for a in request.ad_ids.tolist()]
         first = {USER: [[request.user_id]], AD: [[a] for a in request.ad_ids.tolist()]}
-        first.update(self._plan(request, cached))
+        first.update(self._plan(request, cached, self.other_groups))
         groups = await self.reader.read(client, first, request.timestamp_micros)
         profiles = self._profiles(groups[AD], request.ad_ids)
         round_trips = 1
-        changed = [
-            fresh
-            for fresh, old in zip(profiles, cached, strict=True)
-            if fresh is not None and fresh != old
-        ]
-        if changed:
+        changed = zip(profiles, cached, strict=True)
+        if any(fresh is not None and fresh != old for fresh, old in changed):
             planned = {g: {tuple(r) for r in rows} for g, rows in first.items()}
             more = {
                 g: [r for r in rows if tuple(r) not in planned.get(g, set())]
-                for g, rows in self._plan(request, changed).items()
+                for g, rows in self._plan(request, profiles, self.profile_groups).items()
             }
             more = {g: rows for g, rows in more.items() if rows}
             if more:
@@ -247,11 +271,10 @@ class Scorer:
         campaign = [p.campaign_id if p else None for p in profiles]
         advertiser = [p.advertiser_id if p else None for p in profiles]
         category = [p.category if p else None for p in profiles]
-        keys: dict[str, list] = {
-            AD: [(int(a),) for a in request.ad_ids.tolist()],
-            CAMPAIGN: [(c,) if c is not None else None for c in campaign],
-            ADVERTISER: [(a,) if a is not None else None for a in advertiser],
-            USER_CATEGORY: [(c, request.user_id) if c is not None else None for c in category],
+        keys = {
+            group: self.entity_rows(group, request, profiles)
+            for group in self.layout.groups
+            if group != USER
         }
         contextual = contract.request_features(
             np.array([request.timestamp_micros]),

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from core import events, units
+from core.context import PREFIX, declared, impressions_table
 from feature_repo import contract
 from training.dataset import TrainingSet
 from training.train import train_and_evaluate
@@ -50,17 +51,26 @@ def _span(window: timedelta) -> int:
 
 def attributed_events(data_root: Path) -> pd.DataFrame:
     """One row per impression, attributed click and attributed conversion, at its own
-    time: ts, user_id, ad_id, campaign_id, advertiser_id, category, the three counts,
-    spend."""
+    time: ts, user_id, ad_id, campaign_id, advertiser_id, category, the context fields
+    some group-by keys on (``ctx_<name>``), the three counts, spend."""
 
     def read(table: events.Table, columns: list[str]) -> pd.DataFrame:
         return events.read_table(table, events.events_root(data_root), columns).to_pandas()
 
     ads = read(events.ADS, ["ad_id", "campaign_id", "advertiser_id", "category", "bid_type"])
     ads = ads.drop_duplicates("ad_id", keep="last")
-    shown = read(
-        events.IMPRESSIONS, ["impression_id", "event_timestamp", "user_id", "ad_id", "price_paid"]
-    ).merge(ads, on="ad_id")
+    context_keys = list(
+        dict.fromkeys(k for g in contract.GROUP_BYS for k in g.keys if k.startswith(PREFIX))
+    )
+    shown = (
+        events.read_table(
+            impressions_table(declared(data_root)),
+            events.events_root(data_root),
+            ["impression_id", "event_timestamp", "user_id", "ad_id", "price_paid", *context_keys],
+        )
+        .to_pandas()
+        .merge(ads, on="ad_id")
+    )
     shown["shown_at"] = units.series_micros(shown.pop("event_timestamp"))
     shown["price"] = shown.pop("price_paid").fillna(0.0)
     clicks = read(events.CLICKS, ["impression_id", "event_timestamp"])
@@ -75,7 +85,7 @@ def attributed_events(data_root: Path) -> pd.DataFrame:
     ).merge(shown, on="impression_id")
     gap = converted["ts"] - converted["clicked_at"]
     converted = converted[(gap >= 0) & (gap <= _span(contract.ATTRIBUTION_WINDOW))]
-    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category"]
+    keys = ["user_id", "ad_id", "campaign_id", "advertiser_id", "category", *context_keys]
     parts = []
     for frame, at, kind, billed in (
         (shown, "shown_at", "impressions", None),
@@ -173,7 +183,9 @@ class Recomputer:
     def sums(self, keys: tuple[str, ...]) -> WindowSums:
         """Every measure's running sums per entity of ``keys`` (built once per keys)."""
         if keys not in self._sums:
-            self._sums[keys] = WindowSums(self.events, list(keys), [*COUNT_MEASURES, "spend"])
+            # An event without a value for a key (a context field) has no entity here.
+            known = self.events.dropna(subset=list(keys))
+            self._sums[keys] = WindowSums(known, list(keys), [*COUNT_MEASURES, "spend"])
         return self._sums[keys]
 
     def _window_end(

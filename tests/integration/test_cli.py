@@ -68,6 +68,18 @@ context:
 """
 
 
+# The log's own aggregates: by domain, and by domain and ad (CTR smoothed towards the ad's).
+GROUP_BYS = """\
+domain_daily:
+  keys: [domain]
+  aggregations: [impressions, clicks, ctr]
+domain_ad_daily:
+  keys: [domain, ad]
+  aggregations: [impressions, clicks, {ctr: {prior: [ad]}}]
+  services: [ctr_v1]
+"""
+
+
 def write_log(folder: Path, rows: int = 16_000, seed: int = 11) -> pd.DataFrame:
     """Two days of impressions with a click label and free-form fields no canonical
     column holds (domain, slot id, floor price). The click probability depends on the
@@ -145,19 +157,30 @@ class Project:
             "ADSTACK_REPORTS_DIR": str(root / "reports"),
             "ADSTACK_REDIS_PORT": str(redis_server.free_port()),
             "ADSTACK_API_TOKEN": TOKEN,
+            "COLUMNS": "200",  # rich's tables unwrapped in captured output
         }
         for name in ("REDIS_URL", "MLFLOW_TRACKING_URI", "ADSTACK_ENVIRONMENT"):
             self.env.pop(name, None)
 
-    def adstack(self, *args: str, code: int | None = 0) -> str:
-        """An ``adstack`` command in this process (the CLI's own code path, Spark's
-        session shared with the test run); returns its output."""
+    def adstack(self, *args: str, code: int | None = 0, process: bool = True) -> str:
+        """An ``adstack`` command; returns its output. As a process by default, as a user
+        runs it: the feature contract reads this project's group_bys.yaml when it is
+        imported. ``process=False`` runs it in this process (commands that read no
+        feature declaration: no Python start-up or JVM to wait for)."""
         RAN.add(label(["adstack", *args]))
-        result = CliRunner().invoke(cli.app, list(args), env=self.env, catch_exceptions=False)
-        get_settings.cache_clear()
+        if process:
+            result = subprocess.run(
+                [str(BIN / "adstack"), *args], cwd=self.root, env=self.env,
+                capture_output=True, text=True,
+            )  # fmt: skip
+            output, exit_code = result.stdout + result.stderr, result.returncode
+        else:
+            invoked = CliRunner().invoke(cli.app, list(args), env=self.env, catch_exceptions=False)
+            get_settings.cache_clear()
+            output, exit_code = invoked.output, invoked.exit_code
         if code is not None:
-            assert result.exit_code == code, f"adstack {' '.join(args)}: {result.output}"
-        return result.output
+            assert exit_code == code, f"adstack {' '.join(args)}: {output}"
+        return output
 
     def run(self, *command: str, cwd: Path | None = None, code: int = 0) -> str:
         """Any other program, as a process from the project folder."""
@@ -183,6 +206,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Project
         REPO_SOURCE, root / "feature_repo", ignore=shutil.ignore_patterns(".feast", "__pycache__")
     )
     write_log(root / "shop")
+    (root / "feature_repo" / "group_bys.yaml").write_text(GROUP_BYS)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in Project(root).env.items():
             patch.setenv(name, value)
@@ -191,7 +215,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, spark) -> Iterator[Project
         project = Project(root)
         project.env = dict(os.environ)
         get_settings.cache_clear()
-        out = project.adstack("redis", "start")
+        out = project.adstack("redis", "start", process=False)
         assert "redis-server pid" in out
         try:
             yield project
@@ -224,8 +248,11 @@ def test_a_clicks_only_csv_is_ingested_and_its_features_computed(project: Projec
     assert "16,000" in out, out
     out = project.adstack("batch", "--start", "2026-03-03", "--end", "2026-03-04")
     assert re.search(r"user_daily\s+│\s+[1-9]", out), out
+    # The declared group-bys: 3 domains, and each domain with each of the 30 ads.
+    assert re.search(r"domain_daily\s+│\s+[1-9]", out), out
+    assert re.search(r"domain_ad_daily\s+│\s+[1-9]", out), out
     out = project.run(str(BIN / "feast"), "apply", cwd=project.root / "feature_repo")
-    assert "user_daily" in out
+    assert "user_daily" in out and "domain_ad_daily" in out, out
     out = project.adstack("materialize", "--start", "2026-03-01", "--end", "2026-03-04")
     assert re.search(r"ad_profile\s+│\s+30\b", out), out
 
@@ -233,12 +260,12 @@ def test_a_clicks_only_csv_is_ingested_and_its_features_computed(project: Projec
 def test_the_stream_worker_counts_a_replayed_log(project: Project) -> None:
     worker = project.start(str(BIN / "adstack"), "stream", "--metrics-port", "0")
     try:
-        out = project.adstack("replay", "--speed", "0")
+        out = project.adstack("replay", "--speed", "0", process=False)
         replayed = int(re.search(r"replayed ([\d,]+) events", out).group(1).replace(",", ""))
         assert replayed >= 16_000
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            out = project.adstack("stream-status", code=None)
+            out = project.adstack("stream-status", code=None, process=False)
             status = json.loads(out) if out.startswith("{") else {}
             if status.get("events", 0) >= replayed:
                 break
@@ -266,6 +293,8 @@ def test_a_two_day_log_gets_a_training_set_and_a_ctr_model(project: Project) -> 
     assert [f["name"] for f in manifest["context"]] == ["domain", "slot_id", "floor_price"]
     sparse = set(manifest["inputs"]["sparse_ids"]["fields"])
     assert {"ctx_domain", "ctx_slot_id"} <= sparse, manifest["inputs"]
+    dense = set(manifest["inputs"]["dense_features"]["fields"])
+    assert {"domain_ctr_1d", "domain_ad_ctr_1d"} <= dense, manifest["inputs"]
     report = json.loads((project.root / "reports" / "training" / "ctr" / "report.json").read_text())
     assert report["metrics"]["test"]["auc"] > 0.6, report["metrics"]
     project.passed_gate = report["registration"]["gate_passed"]
@@ -339,6 +368,18 @@ def test_the_scorer_serves_a_ctr_only_model_and_takes_text_ids(project: Project)
             sent = httpx.post(f"{base}/v1/events", json=event, headers=headers, timeout=10)
             assert sent.status_code == 200 and sent.json() == {"accepted": 1}, sent.text
             assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
+            # The domain's aggregates are read by the request's domain: without it they
+            # are missing.
+            scores = {"request_id": "s1", "user_id": "u-7", "ad_ids": ["cr-1", "cr-29"]}
+            ctx = {"domain": "shop.example", "timestamp": "2026-03-03T20:00:00Z"}
+            known = httpx.post(f"{base}/v1/score", json={**scores, "context": ctx}, timeout=10)
+            ctx.pop("domain")
+            unknown_domain = httpx.post(
+                f"{base}/v1/score", json={**scores, "context": ctx}, timeout=10
+            )
+            assert known.status_code == unknown_domain.status_code == 200, known.text
+            with_domain = known.json()["missing_features"]
+            assert with_domain < unknown_domain.json()["missing_features"], known.text
             unknown = {**body, "context": {"city": "Oslo"}}
             refused = httpx.post(f"{base}/v1/auction", json=unknown, timeout=10)
             assert refused.status_code == 422 and "city" in refused.text, refused.text
@@ -353,7 +394,7 @@ def test_validate_exits_with_the_verdict_of_its_suites(project: Project) -> None
     summary = json.loads((project.root / "reports" / "validation" / "summary.json").read_text())
     failed = [v["view"] for v in summary["quality"] if not v["passed"]]
     assert ("quality" in out) and (summary["passed"] == (not failed)), out
-    out = project.adstack("redis", "stop")
+    out = project.adstack("redis", "stop", process=False)
     assert "stopped redis-server" in out
 
 
