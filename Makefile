@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.quality --workdir /tmp/adstack-bench-quality
 	$(BIN)/python -m bench.leakage --reuse /tmp/adstack-bench-quality
+	$(BIN)/python -m bench.byol
 	$(BIN)/python -m bench.serving --workdir /tmp/adstack-bench-serving
 	$(BIN)/python -m bench.soak --seconds 1800
 	$(BIN)/python -m bench.validation

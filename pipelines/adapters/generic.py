@@ -22,15 +22,33 @@ Example (``docs/data-model.md`` lists every flat column)::
 Context fields become typed impressions columns ``ctx_<name>`` (``core/context.py``) and
 request-time model inputs; the scorer takes them in the request's ``context``.
 
-Rows without an ``impression_id`` column get one from the file name and row number.
+Rows without an ``impression_id`` column get one from the file name (its path under the
+YAML's folder when two matched files share a name, as ``a/day.csv`` and ``b/day.csv``)
+and row number.
+
+CSV files without a header take their column names from ``csv.names``. With
+``header: auto`` (``names`` required) a file whose first line is exactly those names,
+joined by ``sep``, is read with that line as its header and the others without: a log
+cut into parts of which only the first kept the header line.
+
+A log without times (or with times too coarse to order its rows) can be stamped in file
+order instead of mapping ``event_timestamp``::
+
+    row_time: {start: "2014-01-01T00:00:00Z", step_seconds: 0.4}
+
+Row ``i`` (from 0, counted across the matched files in name order) is stamped
+``start + i * step_seconds``, in whole microseconds. The order is then the only time
+the log has: the time-based splits and features see file order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -50,8 +68,50 @@ from pipelines.adapters.reading import (
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sep: str = ","
-    header: bool = True
+    header: bool | Literal["auto"] = True
     names: list[str] | None = None
+
+    @model_validator(mode="after")
+    def auto_needs_names(self) -> CsvOptions:
+        if self.header == "auto" and not self.names:
+            raise ValueError("csv.header 'auto' compares each file's first line to csv.names")
+        return self
+
+    def has_header(self, file: Path) -> bool:
+        if self.header != "auto":
+            return self.header
+        with open(file, newline="", errors="replace") as handle:
+            first = handle.readline().rstrip("\r\n")
+        return first.split(self.sep) == self.names
+
+
+class RowTime(BaseModel):
+    """Rows stamped in file order: row ``i`` at ``start + i * step_seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: datetime
+    step_seconds: float
+
+    @field_validator("start")
+    @classmethod
+    def with_zone(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("row_time.start needs a time zone (end it with Z for UTC)")
+        return value
+
+    @field_validator("step_seconds")
+    @classmethod
+    def positive(cls, value: float) -> float:
+        if not value > 0 or round(value * 1e6) < 1:
+            raise ValueError("row_time.step_seconds must be at least one microsecond")
+        return value
+
+    def stamps(self, first_row: int, index: pd.Index) -> pd.Series:
+        """The times of the rows from ``first_row`` on, one per ``index`` entry (UTC, µs)."""
+        step = round(self.step_seconds * 1e6)
+        start = int(pd.Timestamp(self.start).tz_convert("UTC").value // 1000)
+        micros = start + step * (first_row + np.arange(len(index), dtype=np.int64))
+        return pd.Series(micros.astype("datetime64[us]"), index=index).dt.tz_localize("UTC")
 
 
 class ContextColumn(BaseModel):
@@ -72,6 +132,7 @@ class Mapping(BaseModel):
     hash_ids: list[str] = []
     constants: dict[str, str | int | float] = {}
     context: dict[str, ContextColumn] = {}
+    row_time: RowTime | None = None
 
     @field_validator("columns", "constants")
     @classmethod
@@ -85,6 +146,8 @@ class Mapping(BaseModel):
     def one_time_encoding(self) -> Mapping:
         if self.timestamp_format and self.timestamp_unit:
             raise ValueError("give timestamp_format or timestamp_unit, not both")
+        if self.row_time and "event_timestamp" in {*self.columns, *self.constants}:
+            raise ValueError("give row_time or an event_timestamp column, not both")
         return self
 
     @field_validator("context")
@@ -119,11 +182,12 @@ def read(mapping_file: Path) -> Iterator[RawBatch]:
     files = sorted(mapping_file.parent.glob(mapping.path))
     if not files:
         raise FileNotFoundError(f"{mapping_file}: no file matches {mapping.path!r}")
+    names = [file.name for file in files]
+    rows_before = 0
     for file in files:
         if mapping.format == "csv":
-            raw = read_csv(
-                file, sep=mapping.csv.sep, header=mapping.csv.header, names=mapping.csv.names
-            )
+            header = mapping.csv.has_header(file)
+            raw = read_csv(file, sep=mapping.csv.sep, header=header, names=mapping.csv.names)
         else:
             raw = read_parquet(file)
         wanted = [*mapping.columns.values(), *(c.column for c in mapping.context.values())]
@@ -138,8 +202,13 @@ def read(mapping_file: Path) -> Iterator[RawBatch]:
         if mapping.timestamp_unit:
             for name in [c for c in flat.columns if FLAT_COLUMNS.get(c) == TIME]:
                 flat[name] = _epoch_to_iso(flat[name], mapping.timestamp_unit)
+        if mapping.row_time:
+            flat["event_timestamp"] = mapping.row_time.stamps(rows_before, flat.index)
+        rows_before += len(raw)
         if "impression_id" not in flat.columns:
-            flat["impression_id"] = synthetic_ids(f"{mapping.source}/{file.name}", raw["_row"])
+            shared = names.count(file.name) > 1
+            name = file.relative_to(mapping_file.parent).as_posix() if shared else file.name
+            flat["impression_id"] = synthetic_ids(f"{mapping.source}/{name}", raw["_row"])
         yield RawBatch(
             file,
             with_row_info(flat, raw),

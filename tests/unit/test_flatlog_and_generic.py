@@ -108,3 +108,59 @@ def test_text_ids_follow_the_documented_formula():
     assert text_id("u-1234") == int.from_bytes(digest, "big") & (2**63 - 1)
     assert hash_ids(pd.Series(["u-1234"]))[0] == text_id("u-1234")
     assert as_id(42) == 42 and as_id("42") == text_id("42")
+
+
+ROW_TIME_MAPPING = """
+source: no_clock
+path: "logs/*.tsv"
+csv: {sep: "\\t", header: auto, names: [label, site, floor]}
+row_time: {start: "2014-01-01T00:00:00Z", step_seconds: 0.4}
+columns: {user_id: site, ad_id: site, click: label}
+hash_ids: [user_id, ad_id]
+context:
+  site: {column: site, kind: categorical}
+  floor: {column: floor, kind: numeric}
+"""
+
+
+def test_row_time_stamps_rows_in_file_order_across_files(tmp_path):
+    (tmp_path / "logs").mkdir()
+    # Only the first part kept its header line (header: auto); the second has none.
+    (tmp_path / "logs" / "a.tsv").write_text("label\tsite\tfloor\n1\tx\t0.5\n0\ty\t\n")
+    (tmp_path / "logs" / "b.tsv").write_text("0\tx\t1.5\n")
+    (tmp_path / "map.yaml").write_text(ROW_TIME_MAPPING)
+    report = ingest("generic", tmp_path / "map.yaml", tmp_path / "data", tmp_path / "reports")
+    assert report.tables["impressions"].rows_written == 3 and report.rows_quarantined == 0
+    imp = pd.read_parquet(tmp_path / "data" / "events" / "impressions")
+    imp = imp.sort_values("event_timestamp")
+    start = pd.Timestamp("2014-01-01", tz="UTC")
+    steps = [start, start + pd.Timedelta(milliseconds=400), start + pd.Timedelta(milliseconds=800)]
+    assert imp["event_timestamp"].tolist() == steps
+    assert str(imp["event_timestamp"].dtype) == "datetime64[us, UTC]"
+    assert imp["ctx_site"].tolist() == ["x", "y", "x"]
+    assert imp["ctx_floor"].fillna(-1).tolist() == [0.5, -1, 1.5]
+
+
+def test_row_time_is_refused_beside_a_time_column_and_auto_header_needs_names(tmp_path):
+    both = ROW_TIME_MAPPING.replace("click: label}", "click: label, event_timestamp: floor}")
+    (tmp_path / "both.yaml").write_text(both)
+    with pytest.raises(ValueError, match="row_time or an event_timestamp column"):
+        generic.load_mapping(tmp_path / "both.yaml")
+    (tmp_path / "naive.yaml").write_text(ROW_TIME_MAPPING.replace("00:00:00Z", "00:00:00"))
+    with pytest.raises(ValueError, match="time zone"):
+        generic.load_mapping(tmp_path / "naive.yaml")
+    (tmp_path / "auto.yaml").write_text(
+        ROW_TIME_MAPPING.replace(", names: [label, site, floor]", "")
+    )
+    with pytest.raises(ValueError, match="csv.names"):
+        generic.load_mapping(tmp_path / "auto.yaml")
+
+
+def test_files_of_one_name_in_two_folders_get_distinct_impression_ids(tmp_path):
+    for folder, rows in (("random", "1767600000,a,1,0\n"), ("bts", "1767600001,b,2,1\n")):
+        (tmp_path / "logs" / folder).mkdir(parents=True)
+        (tmp_path / "logs" / folder / "all.csv").write_text("ts,visitor,creative,clicked\n" + rows)
+    mapping = MAPPING.replace('"logs/*.csv"', '"logs/*/all.csv"').replace("  bid: cpc\n", "")
+    (tmp_path / "map.yaml").write_text(mapping)
+    report = ingest("generic", tmp_path / "map.yaml", tmp_path / "data", tmp_path / "reports")
+    assert report.tables["impressions"].rows_written == 2 and report.rows_quarantined == 0
