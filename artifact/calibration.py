@@ -53,7 +53,11 @@ def fit_platt(probabilities: np.ndarray, labels: np.ndarray) -> dict:
         grad = p - y
         return float(nll.mean()), np.array([(grad * z).mean(), grad.mean()])
 
-    result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    # The slope is bounded at 0: a calibrator must never reverse the model's ranking. A
+    # model that ranks worse than chance on the calibration period gets slope 0, so every
+    # row is given the period's rate (isotonic regression is monotone already).
+    bounds = [(0.0, None), (None, None)]
+    result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds)
     return {"method": "platt", "a": float(result.x[0]), "b": float(result.x[1])}
 
 

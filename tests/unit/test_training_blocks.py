@@ -112,3 +112,17 @@ def test_the_gate_names_a_shift_between_periods() -> None:
     assert "shift" not in gate(fine | {"calibration_ratio": 1.48}, same_rate).reasons[0]
     # A moved rate that does not account for the ratio is not blamed either.
     assert "shift" not in gate(fine | {"calibration_ratio": 0.8}, shift).reasons[0]
+
+
+def test_platt_never_reverses_the_ranking() -> None:
+    from artifact.calibration import apply, fit_platt
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.01, 0.2, 20_000)
+    # Labels run against the scores: a free slope would turn negative and flip the order.
+    y = (rng.random(20_000) < 0.21 - p).astype(float)
+    fitted = fit_platt(p, y)
+    assert fitted["a"] == 0.0
+    calibrated = apply(fitted, np.sort(p))
+    assert np.all(np.diff(calibrated) >= 0)
+    assert calibrated.mean() == pytest.approx(y.mean(), rel=0.02)
