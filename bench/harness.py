@@ -72,9 +72,9 @@ def commit() -> str:
 
 def save_rows(name: str, figures: dict, rows: dict[str, tuple[str, ...]], *, command: str) -> Path:
     """Write bench/results/<name>.json with ``figures`` and the BENCHMARKS.md row text of
-    each of its ``rows`` (row name -> result, baseline, ratio, and optionally the command
-    and date of an earlier run whose figures the row shows), then regenerate BENCHMARKS.md
-    and the README's summary from every results file."""
+    each of its ``rows`` (row name -> result, baseline, ratio, and optionally the command,
+    date and commit of an earlier run whose figures the row shows), then regenerate
+    BENCHMARKS.md and the README's summary from every results file."""
     directory = results_dir()
     directory.mkdir(parents=True, exist_ok=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -85,6 +85,8 @@ def save_rows(name: str, figures: dict, rows: dict[str, tuple[str, ...]], *, com
         payload["markdown_rows"][row] = {
             "result": result, "baseline": baseline, "ratio": ratio, "command": by, "date": on,
         }  # fmt: skip
+        if len(cells) > 5:  # an earlier run's commit
+            payload["markdown_rows"][row]["commit"] = cells[5]
     path = directory / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     _render()

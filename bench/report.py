@@ -96,7 +96,7 @@ def benchmarks_md(directory: Path) -> str:
         cells, result = rows[name]
         lines.append(
             f"| {name} | {cells['result']} | {cells['baseline']} | {cells['ratio']} | "
-            f"`{cells['command']}` | {cells['date']} | {result['commit']} |"
+            f"`{cells['command']}` | {cells['date']} | {cells.get('commit', result['commit'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -149,6 +149,12 @@ def rederive(directory: Path, name: str) -> None:
         if isinstance(cells, dict):
             cells = (cells["result"], cells["baseline"], cells["ratio"])
         stored["result"], stored["baseline"], stored["ratio"] = cells[:3]
+    # Rows showing figures carried from an earlier run name that run, its commit included.
+    origins = getattr(module, "origins", None)
+    if origins is None and hasattr(module, "__path__"):
+        origins = getattr(importlib.import_module(f"bench.{name}.report"), "origins", None)
+    for row, (by, on, commit) in (origins(result) if origins else {}).items():
+        result["markdown_rows"][row] |= {"command": by, "date": on, "commit": commit}
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 

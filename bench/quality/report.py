@@ -218,14 +218,28 @@ def keep_earlier_parts(figures: dict, parts: list[str], path: Path) -> list[str]
     return carried
 
 
+def origins(figures: dict) -> dict[str, tuple[str, str, str]]:
+    """Rows whose figures were carried from an earlier run: that run's command, date and
+    commit."""
+    out = {}
+    for name, part in ROW_PARTS.items():
+        earlier = (
+            figures.get(part, {}).get("recorded_by")
+            if isinstance(figures.get(part), dict)
+            else None
+        )
+        if earlier:
+            out[name] = (earlier["command"], earlier["date"], earlier["commit"])
+    return out
+
+
 def record(figures: dict, command: str) -> Path:
     """The JSON, the section and the rows of BENCHMARKS.md (rendered from the JSON by
     bench.report); a --quick run's go to bench/results/quick/."""
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     write_section("quality", quality_section(figures, command, date))
-    cells = {}
+    cells: dict[str, tuple[str, ...]] = {}
+    earlier = origins(figures)
     for name, (result, baseline, ratio) in rows(figures).items():
-        earlier = figures.get(ROW_PARTS[name], {}).get("recorded_by", {})
-        by, on = earlier.get("command", command), earlier.get("date", date)
-        cells[name] = (result, baseline, ratio, by, on)
+        cells[name] = (result, baseline, ratio, *earlier.get(name, (command, date)))
     return save_rows("quality", {"command": command, **figures}, cells, command=command)

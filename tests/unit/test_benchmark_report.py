@@ -31,3 +31,23 @@ def test_a_hand_edit_is_caught(tmp_path: Path) -> None:
     assert report.stale(RESULTS, table, readme) == []
     table.write_text(table.read_text().replace("| simulator | 1", "| simulator | 9", 1))
     assert report.stale(RESULTS, table, readme) == [str(table)]
+
+
+def test_a_row_carried_from_an_earlier_run_names_that_run_and_its_commit(tmp_path: Path) -> None:
+    from bench.quality.report import origins
+
+    earlier = {"command": "python -m bench.quality --parts talkingdata", "date": "2026-11-24",
+               "commit": "9edb78c"}  # fmt: skip
+    figures = {"sim_ctr": {}, "talkingdata": {"recorded_by": earlier}}
+    assert origins(figures) == {"quality_talkingdata": tuple(earlier.values())}
+    result = {"name": "q", "commit": "859aa0e", "machine": {"cpus": 2}, "markdown_rows": {
+        "quality_talkingdata": {"result": "r", "baseline": "b", "ratio": "x", **earlier},
+        "quality_sim_ctr": {"result": "r", "baseline": "b", "ratio": "x", "command": "c",
+                            "date": "2026-12-07"},
+    }}  # fmt: skip
+    (tmp_path / "q.json").write_text(json.dumps(result))
+    lines = report.benchmarks_md(tmp_path).splitlines()
+    assert any(
+        line.startswith("| quality_talkingdata |") and "| 9edb78c |" in line for line in lines
+    )
+    assert any(line.startswith("| quality_sim_ctr |") and "| 859aa0e |" in line for line in lines)
