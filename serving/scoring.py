@@ -15,7 +15,7 @@ profile changed, costs one more round trip for its campaign, advertiser and cate
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,8 @@ class Fetched:
     # Row of each entity in its group's values, by group and join-key values.
     index: dict[str, dict[tuple, int]] = field(default_factory=dict)
     expired: dict[str, int] = field(default_factory=dict)
+    # Each candidate's entity in every group but the user's (``Scorer.entity_rows``).
+    entities: dict[str, list[tuple | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,15 +168,14 @@ class Scorer:
             rows.append(None if None in values else values)
         return rows
 
-    def _plan(
-        self, request: Request, profiles: Sequence[AdProfile | None], groups: Iterable[str]
-    ) -> dict[str, list]:
-        """The distinct entities of ``groups`` over the candidates."""
+    @staticmethod
+    def _plan(entities: dict[str, list[tuple | None]]) -> dict[str, list]:
+        """The distinct entities of each group over the candidates."""
         plan: dict[str, list] = {}
-        for group in groups:
-            rows = dict.fromkeys(r for r in self.entity_rows(group, request, profiles) if r)
-            if rows:
-                plan[group] = [list(r) for r in rows]
+        for group, rows in entities.items():
+            distinct = dict.fromkeys(r for r in rows if r)
+            if distinct:
+                plan[group] = [list(r) for r in distinct]
         return plan
 
     async def fetch(self, client: Any, request: Request) -> Fetched:
@@ -183,17 +184,19 @@ class Scorer:
         profile's fields are planned from the cached profiles and read again for the
         candidates whose profile turned out different."""
         cached = [self.profiles.get(int(a)) for a in request.ad_ids.tolist()]
+        entities = {g: self.entity_rows(g, request, cached) for g in self.other_groups}
         first = {USER: [[request.user_id]], AD: [[a] for a in request.ad_ids.tolist()]}
-        first.update(self._plan(request, cached, self.other_groups))
+        first.update(self._plan(entities))
         groups = await self.reader.read(client, first, request.timestamp_micros)
         profiles = self._profiles(groups[AD], request.ad_ids)
         round_trips = 1
-        changed = zip(profiles, cached, strict=True)
-        if any(fresh is not None and fresh != old for fresh, old in changed):
+        if profiles != cached:
             planned = {g: {tuple(r) for r in rows} for g, rows in first.items()}
+            for g in self.profile_groups:
+                entities[g] = self.entity_rows(g, request, profiles)
             more = {
                 g: [r for r in rows if tuple(r) not in planned.get(g, set())]
-                for g, rows in self._plan(request, profiles, self.profile_groups).items()
+                for g, rows in self._plan({g: entities[g] for g in self.profile_groups}).items()
             }
             more = {g: rows for g, rows in more.items() if rows}
             if more:
@@ -206,7 +209,8 @@ class Scorer:
         expired = {
             view: count for g in groups.values() for view, count in g.expired.items() if count
         }
-        return Fetched(groups, profiles, False, round_trips, index, expired)
+        entities[AD] = [(a,) for a in request.ad_ids.tolist()]
+        return Fetched(groups, profiles, False, round_trips, index, expired, entities)
 
     def degraded(self, request: Request) -> Fetched:
         """No Redis: cached ad profiles, every feature missing (filled from the manifests)."""
@@ -271,11 +275,9 @@ class Scorer:
         campaign = [p.campaign_id if p else None for p in profiles]
         advertiser = [p.advertiser_id if p else None for p in profiles]
         category = [p.category if p else None for p in profiles]
-        keys = {
-            group: self.entity_rows(group, request, profiles)
-            for group in self.layout.groups
-            if group != USER
-        }
+        # Planned by fetch with the final profiles; a degraded answer has none (and no
+        # values to gather).
+        keys = fetched.entities
         contextual = contract.request_features(
             np.array([request.timestamp_micros]),
             np.array([request.position]),
