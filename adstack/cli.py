@@ -527,6 +527,13 @@ def train(
             "on the MLflow run)."
         ),
     ] = False,
+    keep_warming_up: Annotated[
+        bool,
+        typer.Option(
+            help="Keep features whose window is longer than the log before the test period "
+            "(left out by default, as 'warming up')."
+        ),
+    ] = False,
 ) -> None:
     """Validate the training set, train, calibrate, evaluate, export to ONNX and register."""
     from adstack.demo import epoch_bars
@@ -540,6 +547,7 @@ def train(
             run = train_job(
                 settings, model, kind, epochs, promote, step,  # type: ignore[arg-type]
                 accept_failed_validation=accept_failed_validation,
+                keep_warming_up=keep_warming_up,
             )  # fmt: skip
         except (FileNotFoundError, ValueError, RuntimeError) as error:
             err.print(f"[red]error:[/red] {error}")
@@ -547,9 +555,12 @@ def train(
     reg = run.registration
     left_out = run.manifest.feature_map.left_out
     if left_out:
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in left_out.items():
+            by_reason.setdefault(reason, []).append(name)
         console.print(
             "left out of the model: "
-            + "; ".join(f"{name} ({reason})" for name, reason in left_out.items()),
+            + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in by_reason.items()),
             soft_wrap=True,
         )
     console.print(f"test: {metric_summary(run.manifest.metrics['test'])}")

@@ -135,6 +135,7 @@ def train(
     progress: Callable[[int, int, int, float], None] | None = None,
     training_set: TrainingSet | None = None,
     accept_failed_validation: bool = False,
+    keep_warming_up: bool = False,
 ) -> TrainingRun:
     """Validate the training set, then train, calibrate, evaluate, export and register
     the ``task`` model. A training set failing its quality suite is refused unless
@@ -149,7 +150,11 @@ def train(
             )
         training_set = dataset.load(directory)
     validation = check_training_set(settings, training_set, accept_failed_validation)
-    config = TrainConfig(model=ModelConfig(kind=kind or DEFAULT_KIND[task]), epochs=epochs)
+    config = TrainConfig(
+        model=ModelConfig(kind=kind or DEFAULT_KIND[task]),
+        epochs=epochs,
+        keep_warming_up=keep_warming_up,
+    )
     trained = train_and_evaluate(training_set, config, progress)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     artifact_dir = settings.state_dir / "models" / task / stamp

@@ -254,6 +254,15 @@ class GroupBy:
         return tuple(dict.fromkeys(needed))
 
     @property
+    def feature_windows(self) -> dict[str, Window]:
+        """Each windowed feature's window, by feature name (the age has none)."""
+        return {
+            feature_name(self.prefix, a.measure, w): w
+            for w in self.windows
+            for a in self.aggregations
+        }
+
+    @property
     def view(self) -> ViewSpec:
         features = windowed(self.prefix, tuple((a.measure, a.dtype) for a in self.aggregations),
                             self.windows)  # fmt: skip
@@ -457,6 +466,18 @@ CAMPAIGN_PROFILE = ViewSpec(
 )
 
 DAILY_VIEWS = tuple(g.view for g in GROUP_BYS)
+# (view, feature) -> the window the feature aggregates over, for every daily view.
+FEATURE_WINDOWS = {(g.name, f): w for g in GROUP_BYS for f, w in g.feature_windows.items()}
+
+
+def warming_up(view: str, feature: str, history: timedelta) -> Window | None:
+    """The feature's window when it is longer than ``history``, the log its values were
+    computed on: such a value keeps growing as the log does, so it means something else
+    at serving time than on the rows a model learnt from. None otherwise."""
+    window = FEATURE_WINDOWS.get((view, feature))
+    return window if window is not None and window.length > history else None
+
+
 PROFILE_VIEWS = (AD_PROFILE, USER_PROFILE, CAMPAIGN_PROFILE)
 # The views the Spark batch job writes, by name.
 VIEWS = {spec.name: spec for spec in (*DAILY_VIEWS, *PROFILE_VIEWS)}

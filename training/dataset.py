@@ -183,6 +183,15 @@ class TrainingSet:
     labels: LabelReport
     # Declared context fields whose ``ctx_`` columns the frame carries (request-time).
     context: tuple[ContextField, ...] = ()
+    # The log's first day: a feature at instant t was computed on [history_start, t).
+    # None (sets saved before it was recorded): the train split's start.
+    history_start: datetime | None = None
+
+    @property
+    def history_before_test(self) -> timedelta:
+        """How much log the features had at the start of the test period: windows longer
+        than this were still filling in when the model was judged (and trained)."""
+        return self.splits.test - (self.history_start or self.splits.start)
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
@@ -201,6 +210,7 @@ class TrainingSet:
             },
             "labels": self.labels.as_dict(),
             "context": [{"name": f.name, "kind": f.kind} for f in self.context],
+            "history_start": None if self.history_start is None else self.history_start.isoformat(),
         }
 
 
@@ -262,6 +272,7 @@ def build(
         splits,
         report,
         context.declared(data_root),
+        log_range(data_root)[0],
     )
 
 
@@ -335,4 +346,5 @@ def load(directory: Path) -> TrainingSet:
         # Sets saved before a field was dropped still load.
         LabelReport(**{k: v for k, v in meta["labels"].items() if k in _LABEL_FIELDS}),
         tuple(ContextField(f["name"], f["kind"]) for f in meta.get("context", [])),
+        pd.Timestamp(meta["history_start"]).to_pydatetime() if meta.get("history_start") else None,
     )

@@ -23,6 +23,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,9 @@ class TrainConfig:
     # bucket learns what an unknown user or ad looks like.
     id_dropout: float = 0.05
     patience: int = 1
+    # Keep service features whose window is longer than the log before the test period
+    # (``warming_up``) as inputs; by default they are left out until the log is longer.
+    keep_warming_up: bool = False
     loss: str = "bce"  # or "focal"
     focal_gamma: float = 2.0
     seed: int = 0
@@ -84,7 +88,26 @@ def uninformative(column: pd.Series) -> str | None:
     return None
 
 
-def model_inputs(training_set: TrainingSet) -> Inputs:
+def warming_up(training_set: TrainingSet) -> dict[str, str]:
+    """Service features whose window is longer than the log before the test period, with
+    the reason. Such a window was still filling in on every row the model learnt from and
+    is judged on (a "30d" count over 12 days of log): its values keep growing as the log
+    does, so the model would read them differently at serving time. They become inputs
+    once the log is longer than the window."""
+    history = training_set.history_before_test
+    days = history / timedelta(days=1)
+    reasons = {}
+    for f in training_set.features:
+        window = contract.warming_up(f.view, f.name, history)
+        if window is not None:
+            reasons[f.name] = (
+                f"warming up: its {window.label} window is longer than the {days:.1f} days "
+                "of log before the test period"
+            )
+    return reasons
+
+
+def model_inputs(training_set: TrainingSet, keep_warming_up: bool = False) -> Inputs:
     """Entity ids and id-valued features are hashed; strings, request features and
     categorical context fields use vocabularies; numeric context fields and everything
     else are dense (integer features are counts). Columns that are missing or constant
@@ -104,10 +127,11 @@ def model_inputs(training_set: TrainingSet) -> Inputs:
             if f.dtype == contract.INT64:
                 counts.add(f.name)
     train = training_set.part("train")
-    left_out = {
+    left_out = {} if keep_warming_up else warming_up(training_set)
+    left_out |= {
         name: reason
         for name in (*hashed, *categorical, *dense)
-        if (reason := uninformative(train[name])) is not None
+        if name not in left_out and (reason := uninformative(train[name])) is not None
     }
     return Inputs(
         [n for n in hashed if n not in left_out],
@@ -118,8 +142,8 @@ def model_inputs(training_set: TrainingSet) -> Inputs:
     )
 
 
-def fit_feature_map(training_set: TrainingSet) -> FeatureMap:
-    inputs = model_inputs(training_set)
+def fit_feature_map(training_set: TrainingSet, keep_warming_up: bool = False) -> FeatureMap:
+    inputs = model_inputs(training_set, keep_warming_up)
     return FeatureMap.fit(
         training_set.part("train"),
         inputs.hashed,
@@ -376,7 +400,7 @@ def train_and_evaluate(
     task = training_set.task
     if task == "cvr" and config.model.kind != "esmm":
         raise ValueError("the conversion model is ESMM (model kind 'esmm')")
-    feature_map = fit_feature_map(training_set)
+    feature_map = fit_feature_map(training_set, config.keep_warming_up)
     parts = {split: training_set.part(split) for split in ("train", "calibration", "test")}
     for split, frame in parts.items():
         if frame.empty:

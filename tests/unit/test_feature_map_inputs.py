@@ -84,3 +84,53 @@ def test_columns_without_information_are_left_out_with_their_reason() -> None:
     left_out = {name: reason for name, reason in reasons.items() if reason}
     fm = FeatureMap.fit(frame, ["ad_id"], ["device"], ["ad_ctr_7d"], set(), left_out=left_out)
     assert FeatureMap.from_dict(fm.to_dict()).left_out == left_out
+
+
+def test_windows_longer_than_the_log_before_the_test_period_are_left_out_as_warming_up() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from feature_repo import contract
+    from training import dataset
+    from training.labels import LabelReport
+    from training.train import model_inputs
+
+    view = contract.GROUP_BY["user_daily"]
+    features = [dataset.ServiceFeature(view.name, f.name, f.dtype) for f in view.view.features]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = 40
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "event_timestamp": [start + timedelta(hours=6 * i) for i in range(rows)],
+            "user_id": rng.integers(1, 100, rows),
+            "click": rng.integers(0, 2, rows),
+            "conversion": np.zeros(rows, dtype=np.int64),
+            "category": rng.choice(["a", "b"], rows),
+            **{f.name: rng.integers(0, 3, rows) for f in contract.REQUEST_FEATURES},
+            **{f.name: rng.random(rows) for f in features},
+        }
+    )
+    frame["split"] = np.where(np.arange(rows) < 32, "train", "test")
+
+    def inputs(test_day: int, history_start: datetime | None, keep: bool = False):
+        splits = dataset.Split(
+            start, start + timedelta(days=test_day - 1), start + timedelta(days=test_day),
+            start + timedelta(days=test_day + 1), "explicit",
+        )  # fmt: skip
+        labels = LabelReport("ctr", rows, 0, 0, rows, int(frame["click"].sum()), 0, str(start))
+        ts = dataset.TrainingSet(frame, "ctr", "x", features, splits, labels, (), history_start)
+        return model_inputs(ts, keep_warming_up=keep)
+
+    # Eight days of log before the test period: the 1d and 7d windows are full, 30d not.
+    left = inputs(8, start).left_out
+    assert set(left) == {f.name for f in features if f.name.endswith("_30d")}
+    assert left["user_clicks_30d"] == (
+        "warming up: its 30d window is longer than the 8.0 days of log before the test period"
+    )
+    assert "user_clicks_30d" in inputs(8, start, keep=True).dense  # adstack train --keep-warming-up
+    # The history counts from the log's first day, not from the train split's start.
+    assert not inputs(8, start - timedelta(days=30)).left_out
+    # A set saved before the log's start was recorded counts from the train split.
+    assert set(inputs(3, None).left_out) == {
+        f.name for f in features if f.name.endswith(("_7d", "_30d"))
+    }
