@@ -472,7 +472,8 @@ def validation_table(summary: dict) -> Table:
             "drift", f"{task} v{report['model_version']}", mark(report["passed"]),
             f"{len(drifted)} of {len(report['features'])} inputs drifted "
             f"({', '.join(drifted[:4])}{'...' if len(drifted) > 4 else ''}); "
-            f"max PSI {worst['psi'] or 0:.3f} ({worst['feature']})",
+            f"max PSI {worst['psi'] or 0:.3f} ({worst['feature']})"
+            + (f"; {len(report['not_judged'])} not judged" if report.get("not_judged") else ""),
         )  # fmt: skip
     for task, report in summary.get("calibration", {}).items():
         overall = report["overall"]
@@ -500,8 +501,7 @@ def _figure(value: float | None) -> str:
 
 
 def validate_demo(settings: Settings, steps: Steps):
-    """Every suite on the demo's data; findings are printed, not fatal (the simulated
-    log starts empty, so 30-day windows and ad ages drift as history accumulates)."""
+    """Every suite on the demo's data; findings are printed, not fatal."""
     with steps.step("validating: quality, drift, calibration, skew") as task:
         return validate(
             settings,

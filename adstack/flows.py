@@ -15,16 +15,20 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from artifact import registry as registry_read
+from artifact.feature_map import FeatureMap
 from artifact.manifest import Manifest
 from artifact.metrics import gate, period_shift
 from artifact.registry import CHAMPION, ResolvedModel
 from artifact.runtime import score, session
 from core.settings import Settings
+from feature_repo import contract
 from pipelines import ingest as ingest_job
 from pipelines.ingest import IngestReport
 from training import dataset, registry
@@ -42,6 +46,8 @@ from validation.quality import check_training_set as training_set_suite
 
 DEFAULT_KIND = {"ctr": "dcn", "cvr": "esmm"}
 REFERENCE_ROWS = 100_000
+# The drift reference profiles this much of the training set's end (reference_rows).
+REFERENCE_DAYS = timedelta(days=7)
 log = logging.getLogger("adstack.training")
 
 
@@ -209,18 +215,37 @@ def check_training_set(
     }
 
 
+def reference_rows(
+    training_set: TrainingSet, feature_map: FeatureMap
+) -> tuple[pd.DataFrame, timedelta]:
+    """The rows the drift reference profiles: the last ``REFERENCE_DAYS`` of the training
+    set (every split), the traffic most like the day after it, starting no earlier than
+    the model's longest window is full, unless that leaves less than a day. Returns them
+    and the log their earliest row had."""
+    frame = training_set.frame
+    times = frame["event_timestamp"]
+    end = times.max().to_pydatetime()
+    origin = training_set.history_start or training_set.splits.start
+    windows = [
+        contract.WINDOW_OF[n].length for n in feature_map.dense_names if n in contract.WINDOW_OF
+    ]
+    start = max(end - REFERENCE_DAYS, origin + max(windows, default=timedelta(0)))
+    start = max(min(start, end - timedelta(days=1)), origin)
+    return frame[times >= start], start - origin
+
+
 def write_reference(training_set: TrainingSet, manifest: Manifest, directory: Path) -> Path:
-    """The drift reference: the train split's model inputs and the model's predictions on
-    them, profiled and saved beside the model (registered with it)."""
-    train = training_set.part("train")
-    if len(train) > REFERENCE_ROWS:
-        train = train.sample(REFERENCE_ROWS, random_state=0)
-    judged = train[train["click"] == 1] if training_set.task == "cvr" else train
+    """The drift reference: the model's inputs and its predictions on the training set's
+    last days (``reference_rows``), profiled and saved beside the model (registered
+    with it)."""
+    rows, history = reference_rows(training_set, manifest.feature_map)
+    if len(rows) > REFERENCE_ROWS:
+        rows = rows.sample(REFERENCE_ROWS, random_state=0)
+    judged = rows[rows["click"] == 1] if training_set.task == "cvr" else rows
 
     predictions = score(session(directory / "model.onnx"), manifest, judged)
-    return reference_profile(train, manifest.task, manifest.feature_map, predictions).write(
-        directory
-    )
+    profile = reference_profile(rows, manifest.task, manifest.feature_map, predictions, history)
+    return profile.write(directory)
 
 
 def promote(settings: Settings, name: str, version: str, alias: str = CHAMPION) -> ResolvedModel:

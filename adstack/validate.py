@@ -32,7 +32,7 @@ import pyarrow as pa
 import redis
 from feast import FeatureStore
 
-from adstack.flows import dataset_dir
+from adstack.flows import dataset_dir, reference_rows
 from artifact import registry
 from artifact.manifest import Manifest
 from artifact.registry import CHAMPION, MODEL_NAMES, ResolvedModel
@@ -82,8 +82,8 @@ def load_reference(settings: Settings, model: ResolvedModel) -> drift.Reference:
     directory = dataset_dir(settings, model.manifest.task)
     log.warning("%s has no reference profile: profiling %s", model.directory, directory)
     manifest = model.manifest
-    train = dataset.load(directory).part("train")
-    return drift.reference_profile(train, manifest.task, manifest.feature_map)
+    rows, history = reference_rows(dataset.load(directory), manifest.feature_map)
+    return drift.reference_profile(rows, manifest.task, manifest.feature_map, history=history)
 
 
 def recent_traffic(

@@ -470,6 +470,11 @@ DAILY_VIEWS = tuple(g.view for g in GROUP_BYS)
 FEATURE_WINDOWS = {(g.name, f): w for g in GROUP_BYS for f, w in g.feature_windows.items()}
 
 
+WINDOW_OF = {feature: window for (_, feature), window in FEATURE_WINDOWS.items()}
+# Ages ("days since the key's first impression"): they grow by a day each day.
+AGE_FEATURES = tuple(g.age.name for g in GROUP_BYS if g.age is not None)
+
+
 def warming_up(view: str, feature: str, history: timedelta) -> Window | None:
     """The feature's window when it is longer than ``history``, the log its values were
     computed on: such a value keeps growing as the log does, so it means something else
@@ -619,6 +624,9 @@ REQUEST_FEATURES = (
     Feature("device", STRING),
     Feature("country", STRING),
 )
+# Request features fixed by the calendar day: one day of traffic holds one value, so a
+# day is not comparable with a reference of several days (drift reports them apart).
+CALENDAR_DAY_FEATURES = ("day_of_week",)
 # Entity ids the models read directly (hashed into embedding buckets), besides the
 # feature service's features. The category joins the user-by-category view.
 MODEL_ENTITY_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id", "category")

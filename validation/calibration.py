@@ -31,7 +31,7 @@ import pandas as pd
 from artifact import metrics, runtime
 from artifact.manifest import Manifest
 from validation import profile as profiles
-from validation.drift import Reference, Thresholds, statistics_expectations
+from validation.drift import Reference, Thresholds, statistics_expectations, statistics_table
 from validation.gx import Runner, SuiteResult, check
 
 MIN_ADVERTISER_POSITIVES = 30
@@ -184,7 +184,9 @@ def run(
             profiles.psi(reference.prediction, current),
             profiles.ks(reference.prediction, current),
         )
-        drift_table = pd.DataFrame({"feature": ["prediction"], "psi": [psi], "ks": [ks]})
+        drift_table = statistics_table(
+            [reference.prediction], {reference.prediction.name: current}, thresholds
+        )
         expectations = statistics_expectations(thresholds)
         suites.append(runner.validate(f"{name}_prediction_drift", expectations, drift_table))
     for suite in suites:

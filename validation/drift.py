@@ -2,8 +2,15 @@
 
 The inputs come from the model manifest's feature map: dense features are compared as
 numbers, vocabulary features (strings, hour, position) as categories; hashed ids are
-not compared (their aggregates are). The reference is the profile written from the
-training split when the model was trained (:func:`reference_profile`).
+not compared (their aggregates are). The reference is the profile written when the model
+was trained (:func:`reference_profile`) from the last days of its training set, the
+traffic most like the day that follows, not the pooled train split.
+
+Some inputs differ between any later day and that reference without anything having
+drifted; they are reported apart, with the reason, and never fail the suites
+(:func:`not_judged`): the day of week (one day of traffic is one weekday), ages (they
+grow by a day each day) and windows longer than the log the reference rows had (still
+filling in: "warming up").
 
 Two suites run per model:
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from artifact.feature_map import HASH, FeatureMap
+from feature_repo import contract
 from validation import profile as profiles
 from validation.gx import Runner, SuiteResult, check
 from validation.profile import CATEGORICAL, NUMERIC, ColumnProfile, CurrentStats
@@ -59,12 +68,36 @@ def model_inputs(feature_map: FeatureMap) -> list[tuple[str, str]]:
     return inputs
 
 
+def not_judged(feature_map: FeatureMap, history: timedelta | None) -> dict[str, str]:
+    """Model inputs the drift suites leave out, with the reason. ``history`` is how much
+    log the reference's earliest row had (None: unknown, no window is judged warming)."""
+    reasons = {}
+    for name, _ in model_inputs(feature_map):
+        window = contract.WINDOW_OF.get(name)
+        if name in contract.CALENDAR_DAY_FEATURES:
+            reasons[name] = "calendar: one day of traffic is one weekday, the reference several"
+        elif name in contract.AGE_FEATURES:
+            reasons[name] = "an age: it grows by a day each day, so each day differs"
+        elif history is not None and window is not None and window.length > history:
+            reasons[name] = (
+                f"warming up: its {window.label} window is longer than the "
+                f"{history / timedelta(days=1):.1f} days of log the reference rows had"
+            )
+    return reasons
+
+
 @dataclass
 class Reference:
     task: str
     rows: int
     columns: list[ColumnProfile]
     prediction: ColumnProfile | None = None
+    # Inputs not profiled and never judged, with the reason (see not_judged).
+    not_judged: dict[str, str] = field(default_factory=dict)
+    # Per input, how much its statistics move between the reference's own days, each day
+    # against the others (see day_extremes); the checks allow a multiple of that.
+    extremes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    days: int = 0  # whole days the extremes were measured on
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +105,9 @@ class Reference:
             "rows": self.rows,
             "columns": [c.as_dict() for c in self.columns],
             "prediction": self.prediction.as_dict() if self.prediction else None,
+            "not_judged": dict(self.not_judged),
+            "extremes": self.extremes,
+            "days": self.days,
         }
 
     @classmethod
@@ -82,6 +118,9 @@ class Reference:
             data["rows"],
             [ColumnProfile.from_dict(c) for c in data["columns"]],
             ColumnProfile.from_dict(prediction) if prediction else None,
+            dict(data.get("not_judged", {})),
+            dict(data.get("extremes", {})),
+            int(data.get("days", 0)),
         )
 
     def write(self, directory: Path) -> Path:
@@ -99,44 +138,176 @@ def reference_profile(
     task: str,
     feature_map: FeatureMap,
     predictions: np.ndarray | None = None,
+    history: timedelta | None = None,
 ) -> Reference:
-    """Profile ``frame`` (the training split as Feast returned it) on the inputs of a
-    ``task`` model with ``feature_map``."""
+    """Profile ``frame`` (training rows as Feast returned them) on the inputs of a
+    ``task`` model with ``feature_map``, leaving out the inputs :func:`not_judged`
+    names; ``history`` is how much log the frame's earliest row had."""
+    skipped = not_judged(feature_map, history)
     columns = [
         profiles.numeric_profile(name, frame[name])
         if kind == NUMERIC
         else profiles.categorical_profile(name, frame[name])
         for name, kind in model_inputs(feature_map)
+        if name not in skipped
     ]
     prediction = None
     if predictions is not None:
         prediction = profiles.numeric_profile(PREDICTION, predictions)
-    return Reference(task, len(frame), columns, prediction)
+    days = whole_days(frame)
+    extremes = day_extremes(columns, days) if len(days) >= MIN_DAYS else {}
+    return Reference(
+        task, len(frame), columns, prediction, skipped, extremes, len(days) if extremes else 0
+    )
+
+
+# The reference's days measure how much a statistic moves from one undrifted day to the
+# next (its root mean square over the days, each against the others). A check allows
+# that many times it, and never less than the threshold: a signed difference (mean,
+# quantile, log stdev ratio) NULL_SIGNED times, under 1 in 10,000 days of a normal
+# difference even with the RMS of 7 days underestimated by a quarter; a divergence (PSI,
+# KS, KL) NULL_DIVERGENCE times, about the 0.1% tail of a chi-square with 9 degrees of
+# freedom (PSI on deciles) relative to its RMS.
+MIN_DAYS = 3
+NULL_SIGNED = 4.0
+NULL_DIVERGENCE = 3.0
+TIME = "event_timestamp"
+
+
+def whole_days(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """The frame's UTC days holding at least half the rows of its median day (the partial
+    first and last days of a log are left out)."""
+    if TIME not in frame.columns or frame.empty:
+        return []
+    day = pd.to_datetime(frame[TIME], utc=True).dt.floor("D")
+    sizes = day.value_counts()
+    kept = sizes[sizes >= 0.5 * sizes.median()].index
+    return [frame[day == d] for d in sorted(kept)]
+
+
+def day_extremes(columns: list[ColumnProfile], days: list[pd.DataFrame]) -> dict[str, dict]:
+    """For each profiled input, how far each day sits from a profile of the other days
+    (leave one day out), as root mean squares over the days: of its PSI, KS and KL, of
+    its mean minus the others' (``mean``), of the log of its stdev over the others'
+    (``stdev``) and of each quantile minus the others' (``quantiles``); and the largest
+    null fraction of a day (``null``)."""
+    extremes: dict[str, dict[str, Any]] = {}
+    for p in columns:
+        seen: dict[str, list] = {k: [] for k in ("psi", "ks", "kl", "null", "mean", "stdev")}
+        quantiles: dict[str, list[float]] = {str(q): [] for q in profiles.QUANTILES}
+        for i, day in enumerate(days):
+            rest = pd.concat([d[p.name] for j, d in enumerate(days) if j != i])
+            others = (
+                profiles.numeric_profile(p.name, rest)
+                if p.kind == NUMERIC
+                else profiles.categorical_profile(p.name, rest)
+            )
+            stats = profiles.current_stats(day[[p.name]], [others])[p.name]
+            seen["psi"].append(profiles.psi(others, stats))
+            seen["ks"].append(profiles.ks(others, stats))
+            seen["kl"].append(kl_divergence(others, day[p.name]))
+            seen["null"].append(stats.null_fraction)
+            if p.kind != NUMERIC or others.mean is None or stats.mean is None:
+                continue
+            seen["mean"].append(stats.mean - others.mean)
+            if stats.std and others.std:
+                seen["stdev"].append(np.log(stats.std / others.std))
+            present = pd.to_numeric(day[p.name], errors="coerce").dropna().to_numpy()
+            if len(present):
+                for q in quantiles:
+                    value = float(np.quantile(present, float(q), method="inverted_cdf"))
+                    quantiles[q].append(value - others.quantiles[q])
+        entry: dict[str, Any] = {}
+        for k, values in seen.items():
+            finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+            if finite:
+                entry[k] = max(finite) if k == "null" else _rms(finite)
+        if all(quantiles.values()):
+            entry["quantiles"] = {q: _rms(v) for q, v in quantiles.items()}
+        extremes[p.name] = entry
+    return extremes
+
+
+def _rms(values: list[float]) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def kl_divergence(p: ColumnProfile, values: pd.Series, tail: float = 1e-3) -> float | None:
+    """KL divergence of ``values`` from the profile's histogram (numeric) or shares
+    (categorical), as the GX expectation computes it: values outside the reference's
+    edges or top values are weighed against the tail holdout."""
+    if p.kind == CATEGORICAL:
+        if not p.weights:
+            return None
+        known = {k: v for k, v in p.weights.items() if k != profiles.OTHER}
+        holdout = max(p.weights.get(profiles.OTHER, 0.0), tail)
+        text = profiles.labels(values).dropna()
+        if text.empty:
+            return None
+        observed = text.value_counts(normalize=True)
+        total = sum(known.values())
+        expected = pd.Series({k: v / total for k, v in known.items()})
+        unseen = observed.index.difference(expected.index)
+        qk = pd.concat([expected * (1 - holdout) if len(unseen) else expected,
+                        pd.Series(holdout / max(len(unseen), 1), index=unseen)])  # fmt: skip
+        pk = observed.reindex(qk.index).fillna(0.0)
+        return _kl(pk.to_numpy(dtype=float), qk.to_numpy(dtype=float))
+    if len(p.histogram_edges) < 2:
+        return None
+    present = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    if not len(present):
+        return None
+    edges = np.asarray(p.histogram_edges)
+    counts, _ = np.histogram(present, edges)
+    below, above = np.sum(present < edges[0]), np.sum(present > edges[-1])
+    pk = np.concatenate([[below], counts, [above]]) / len(present)
+    qk = np.concatenate([[tail / 2], np.asarray(p.histogram_weights) * (1 - tail), [tail / 2]])
+    return _kl(pk, qk)
+
+
+def _kl(pk: np.ndarray, qk: np.ndarray) -> float:
+    """sum p log(p / q) over the bins where p > 0 (q is never 0 there: holdouts)."""
+    present = pk > 0
+    return float(np.sum(pk[present] * np.log(pk[present] / np.maximum(qk[present], 1e-300))))
 
 
 def distribution_expectations(
-    columns: list[ColumnProfile], thresholds: Thresholds
+    columns: list[ColumnProfile],
+    thresholds: Thresholds,
+    extremes: dict[str, dict[str, Any]] | None = None,
 ) -> list[gxe.Expectation]:
+    """The checks of each input: its thresholds, widened to what the input's statistics
+    do between the reference's own undrifted days (``extremes``, see day_extremes)."""
     checks: list[gxe.Expectation] = []
     for p in columns:
         name = p.name
+        seen = (extremes or {}).get(name, {})
         checks.append(
             check(
                 gxe.ExpectColumnValuesToNotBeNull(
                     column=name,
-                    mostly=max(0.0, round(1 - p.null_fraction - thresholds.null_increase, 6)),
+                    mostly=max(
+                        0.0,
+                        round(
+                            1
+                            - max(p.null_fraction, seen.get("null", 0.0))
+                            - thresholds.null_increase,
+                            6,
+                        ),
+                    ),  # fmt: skip
                 ),
                 "null_fraction",
                 name,
             )
         )
+        kl = max(thresholds.kl, NULL_DIVERGENCE * seen.get("kl", 0.0))
         if p.kind == CATEGORICAL:
             if p.weights:
-                checks.append(_categorical_kl(p, thresholds))
+                checks.append(_categorical_kl(p, thresholds, kl))
             continue
         if p.mean is None or p.std is None:
             continue
-        spread = max(thresholds.mean_shift * p.std, 1e-9)
+        spread = max(thresholds.mean_shift * p.std, NULL_SIGNED * seen.get("mean", 0.0), 1e-9)
         checks.append(
             check(
                 gxe.ExpectColumnMeanToBeBetween(
@@ -147,10 +318,13 @@ def distribution_expectations(
             )
         )
         low, high = thresholds.stdev_ratio
+        ratio = float(np.exp(NULL_SIGNED * seen.get("stdev", 0.0)))
         checks.append(
             check(
                 gxe.ExpectColumnStdevToBeBetween(
-                    column=name, min_value=p.std * low, max_value=max(p.std * high, 1e-9)
+                    column=name,
+                    min_value=p.std * min(low, 1 / ratio),
+                    max_value=max(p.std * max(high, ratio), 1e-9),
                 ),
                 "stdev",
                 name,
@@ -162,7 +336,10 @@ def distribution_expectations(
                     column=name,
                     quantile_ranges={
                         "quantiles": list(profiles.QUANTILES),
-                        "value_ranges": [p.bands[str(q)] for q in profiles.QUANTILES],
+                        "value_ranges": [
+                            _band(p, str(q), seen.get("quantiles", {}).get(str(q)))
+                            for q in profiles.QUANTILES
+                        ],
                     },
                     # Exact on both engines: GX turns a relative error into a string,
                     # which its Spark metric then refuses.
@@ -181,7 +358,7 @@ def distribution_expectations(
                             "bins": p.histogram_edges,
                             "weights": p.histogram_weights,
                         },
-                        threshold=thresholds.kl,
+                        threshold=kl,
                         tail_weight_holdout=thresholds.kl_tail_weight,
                     ),
                     "kl_divergence",
@@ -191,7 +368,17 @@ def distribution_expectations(
     return checks
 
 
-def _categorical_kl(p: ColumnProfile, thresholds: Thresholds) -> gxe.Expectation:
+def _band(p: ColumnProfile, q: str, moved: float | None) -> list[float]:
+    """The quantile's band, widened to NULL_SIGNED times how far a day's quantile moves
+    from the other days' (``moved``, an RMS) on either side of the reference quantile."""
+    low, high = p.bands[q]
+    if moved is None:
+        return [low, high]
+    centre = p.quantiles[q]
+    return [min(low, centre - NULL_SIGNED * moved), max(high, centre + NULL_SIGNED * moved)]
+
+
+def _categorical_kl(p: ColumnProfile, thresholds: Thresholds, threshold: float) -> gxe.Expectation:
     """Values outside the reference's top values share the ``OTHER`` weight (at least
     the tail holdout), so a rare or new value is not an infinite divergence."""
     known = {k: v for k, v in p.weights.items() if k != profiles.OTHER}
@@ -204,7 +391,7 @@ def _categorical_kl(p: ColumnProfile, thresholds: Thresholds) -> gxe.Expectation
                 "values": list(known),
                 "weights": [v / total for v in known.values()],
             },
-            threshold=thresholds.kl,
+            threshold=threshold,
             tail_weight_holdout=holdout,
         ),
         "kl_divergence",
@@ -250,6 +437,7 @@ class DriftReport:
     # For the plots: the reference columns and the current summaries.
     profiles: dict[str, ColumnProfile] = field(default_factory=dict, repr=False)
     current: dict[str, CurrentStats] = field(default_factory=dict, repr=False)
+    not_judged: dict[str, str] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
@@ -267,26 +455,46 @@ class DriftReport:
             "current_rows": self.current_rows,
             "drifted": self.drifted,
             "features": [asdict(f) | {"drifted": f.drifted} for f in self.features],
+            "not_judged": dict(self.not_judged),
             "suites": [s.as_dict() for s in self.suites],
         }
 
 
+STATISTICS = ("psi", "ks")
+
+
 def statistics_table(
-    columns: list[ColumnProfile], current: dict[str, profiles.CurrentStats]
+    columns: list[ColumnProfile],
+    current: dict[str, profiles.CurrentStats],
+    thresholds: Thresholds | None = None,
+    extremes: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    return pd.DataFrame(
+    """One row per input: its PSI and KS, each input's limit for them (the threshold, or
+    NULL_DIVERGENCE times the statistic's RMS over the reference's days if more) and the
+    statistic as a share of its limit (``psi_of_limit``, what the suite checks)."""
+    thresholds = thresholds or Thresholds()
+    table = pd.DataFrame(
         {
             "feature": [p.name for p in columns],
             "psi": [profiles.psi(p, current[p.name]) for p in columns],
             "ks": [profiles.ks(p, current[p.name]) for p in columns],
         }
     ).astype({"psi": "float64", "ks": "float64"})
+    for statistic in STATISTICS:
+        limit = [
+            max(getattr(thresholds, statistic),
+                NULL_DIVERGENCE * (extremes or {}).get(p.name, {}).get(statistic, 0.0))
+            for p in columns
+        ]  # fmt: skip
+        table[f"{statistic}_limit"] = np.asarray(limit, dtype=np.float64)
+        table[f"{statistic}_of_limit"] = table[statistic] / table[f"{statistic}_limit"]
+    return table
 
 
 def statistics_expectations(thresholds: Thresholds) -> list[gxe.Expectation]:
     return [
-        check(gxe.ExpectColumnValuesToBeBetween(column="psi", max_value=thresholds.psi), "psi"),
-        check(gxe.ExpectColumnValuesToBeBetween(column="ks", max_value=thresholds.ks), "ks"),
+        check(gxe.ExpectColumnValuesToBeBetween(column=f"{s}_of_limit", max_value=1.0), s)
+        for s in STATISTICS
     ]
 
 
@@ -307,13 +515,13 @@ def run(
     # One suite per kind of check: GX's cost grows faster than linearly with the size of
     # a suite (404 expectations took 33 s on 40k rows, five suites of 80 took 8 s).
     by_check: dict[str, list[gxe.Expectation]] = {}
-    for expectation in distribution_expectations(columns, thresholds):
+    for expectation in distribution_expectations(columns, thresholds, reference.extremes):
         by_check.setdefault((expectation.meta or {})["check"], []).append(expectation)
     distributions = [
         runner.validate(f"{name}_{kind}", expectations, frame)
         for kind, expectations in by_check.items()
     ]
-    table = statistics_table(columns, stats)
+    table = statistics_table(columns, stats, thresholds, reference.extremes)
     statistics = runner.validate(
         f"{name}_statistics", statistics_expectations(thresholds), table, complete=True
     )
@@ -345,7 +553,7 @@ def run(
     ]
     return DriftReport(
         reference.task, reference.rows, rows, features, [*distributions, statistics],
-        {p.name: p for p in columns}, stats,
+        {p.name: p for p in columns}, stats, dict(reference.not_judged),
     )  # fmt: skip
 
 
