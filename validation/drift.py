@@ -20,10 +20,13 @@ Two suites run per model:
 - ``drift_<task>_statistics``, GX expectations on a table with one row per input
   holding the PSI and KS statistics computed by :mod:`validation.profile`.
 
-A feature has drifted when any of its checks fails. The thresholds are effect sizes, not
-p-values: with the tens of thousands of rows a check sees, a test of equality would
-flag every harmless wiggle. They were set with the same-distribution splits of
-``tests/integration/test_validation.py`` (false-alarm rate in BENCHMARKS.md).
+A feature has drifted when at least two of its checks fail (``MIN_FAILED_CHECKS``). The
+thresholds are effect sizes, not p-values: with the tens of thousands of rows a check
+sees, a test of equality would flag every harmless wiggle. Each input's limits are the
+larger of the threshold and a multiple of what its statistic does between the
+reference's own days (``day_extremes``): an input computed once a day per advertiser
+holds a few dozen values a day and moves far more from day to day than one computed
+per impression. False alarms and detections on next days: ``bench/validation.py``.
 """
 
 from __future__ import annotations
@@ -169,6 +172,11 @@ def reference_profile(
 # KS, KL) NULL_DIVERGENCE times, about the 0.1% tail of a chi-square with 9 degrees of
 # freedom (PSI on deciles) relative to its RMS.
 MIN_DAYS = 3
+# An input has drifted when at least this many of its checks fail (of up to seven:
+# nulls, mean, stdev, quantiles, KL, PSI, KS). On undrifted next days of simulated logs
+# single checks of various inputs fail (the reference's few days estimate each check's
+# spread roughly); real shifts, and a feature stuck at its fill value, fail several.
+MIN_FAILED_CHECKS = 2
 NULL_SIGNED = 4.0
 NULL_DIVERGENCE = 3.0
 TIME = "event_timestamp"
@@ -424,7 +432,7 @@ class FeatureDrift:
 
     @property
     def drifted(self) -> bool:
-        return bool(self.failed_checks)
+        return len(self.failed_checks) >= MIN_FAILED_CHECKS
 
 
 @dataclass
@@ -445,7 +453,10 @@ class DriftReport:
 
     @property
     def passed(self) -> bool:
-        return all(s.passed for s in self.suites)
+        """No input drifted and no check errored (a single failed check of an input is
+        in the suites' results but is not drift: see MIN_FAILED_CHECKS)."""
+        errored = any(c.error for s in self.suites for c in s.checks)
+        return not self.drifted and not errored
 
     def as_dict(self) -> dict[str, Any]:
         return {
