@@ -38,6 +38,24 @@ class Child:
             return ""
 
 
+# Importing Feast (feast/metrics.py) points these at a temporary folder of its own in
+# os.environ, which switches prometheus_client into multi-process mode in every child
+# started afterwards: the scorer's metrics would live in that folder's files and its
+# label reset warns on every model change. A child gets them only if they were set
+# before Feast was imported (the value Feast leaves alone).
+FEAST_PROMETHEUS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment and ``extra``, less the Prometheus multi-process
+    folder Feast's import created."""
+    env = {**os.environ, **extra}
+    for name in FEAST_PROMETHEUS_VARIABLES:
+        if name not in extra and Path(env.get(name, "/")).name.startswith("feast_metrics_"):
+            env.pop(name)
+    return env
+
+
 def start(
     name: str,
     command: list[str],
@@ -53,7 +71,7 @@ def start(
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env={**os.environ, **env},
+            env=child_environment(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
