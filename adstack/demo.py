@@ -172,7 +172,7 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         )
     seconds = time.monotonic() - began
     console.print(summary_table(runs, day, seconds))
-    figures = write_summary(settings, runs, day, seconds, steps.seconds)
+    figures = write_summary(settings, runs, day, seconds, steps.seconds, validation.summary)
     console.print(
         f"events: {settings.data_root / 'events'} (sample logs: "
         f"{settings.data_root / 'sample_logs'})\n"
@@ -409,8 +409,10 @@ def write_summary(
     day: live_day.LiveDayReport,
     seconds: float,
     step_seconds: dict[str, float],
+    validation: dict | None = None,
 ):
-    """The summary's figures as JSON: ``<reports>/demo/summary.json``."""
+    """The summary's figures as JSON: ``<reports>/demo/summary.json``, with the outcome of
+    each validation suite (passed, or the reasons it failed)."""
     path = settings.reports_dir / "demo" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -444,6 +446,15 @@ def write_summary(
             "drained_seconds": day.drained_seconds,
         },
     }
+    if validation is not None:
+        figures["validation"] = {
+            "passed": validation["passed"],
+            "suites": validation.get("suites", []),
+            "drift_not_judged": {
+                task: report.get("not_judged", {})
+                for task, report in validation.get("drift", {}).items()
+            },
+        }
     path.write_text(json.dumps(figures, indent=2, default=str))
     return path
 

@@ -149,10 +149,17 @@ def validate(
     )  # fmt: skip
     summary: dict[str, Any] = {"run": stamp, "engine": engine, "as_of": as_of.isoformat()}
     failures: list[str] = []
+    # Each suite run, whether it passed and why not: the reasons are its failures.
+    outcomes: list[dict[str, Any]] = []
+
+    def outcome(suite: str, subject: str, found: list[str]) -> None:
+        nonlocal failures
+        failures += found
+        outcomes.append({"suite": suite, "subject": subject, "passed": not found, "reasons": found})
 
     if "quality" in suites:
         summary["quality"], found = check_quality(context, as_of)
-        failures += found
+        outcome("quality", "feature views", found)
     models: dict[str, ResolvedModel] = {}
     if {"drift", "calibration", "skew"} & set(suites):
         models = {task: registry.resolve(settings, MODEL_NAMES[task], alias) for task in tasks}
@@ -165,15 +172,16 @@ def validate(
             summary.setdefault("drift", {})[task], found = check_drift(
                 context, model, traffic, reference, current
             )
-            failures += found
+            outcome("drift", f"{task} v{model.version}", found)
         if "calibration" in suites:
             summary.setdefault("calibration", {})[task], found = check_calibration(
                 context, model, traffic, reference
             )
-            failures += found
+            outcome("calibration", f"{task} v{model.version}", found)
     if "skew" in suites:
         summary["skew"], found = check_skew(context, list(models.values()), served_limit)
-        failures += found
+        outcome("skew", "served log", found)
+    summary["suites"] = outcomes
     return _write(context, stamp, summary, failures)
 
 

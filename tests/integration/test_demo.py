@@ -100,6 +100,13 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     # set of this tiny demo has too few conversions to order them reliably).
     ctr = figures["models"]["ctr"]
     assert ctr["ceiling"]["auc"] > ctr["test"]["auc"] > 0.5, ctr
+    # Every validation suite's outcome, with its reasons when it failed; the day of week
+    # is reported apart from drift, not judged.
+    outcomes = figures["validation"]["suites"]
+    assert {o["suite"] for o in outcomes} == {"quality", "drift", "calibration", "skew"}
+    assert all(o["passed"] == (o["reasons"] == []) for o in outcomes), outcomes
+    assert figures["validation"]["passed"] == all(o["passed"] for o in outcomes)
+    assert "day_of_week" in figures["validation"]["drift_not_judged"]["ctr"]
 
 
 def alive(pid: int) -> bool:
