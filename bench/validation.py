@@ -141,29 +141,37 @@ def timing(
 # ----------------------------------------------------------------- detection
 
 
-def world(root: Path, spark, redis_url: str, drift_day: int | None, kind: str):
+def simulated_set(root: Path, spark, redis_url: str, config, cutoff_after=timedelta(0)):
+    """``config``'s simulated log through the batch job, a Feast repo and the CTR training
+    set (calibration and test a day each), the log read ``cutoff_after`` past its end."""
     from feast import FeatureStore
 
     from pipelines import batch_features
-    from pipelines.simulator import SimulationConfig, write_simulation
+    from pipelines.simulator import write_simulation
     from tests.integration.test_training import applied_repo
     from training import dataset
+
+    data = root / "data"
+    write_simulation(config, data / "events", data / "ground_truth")
+    end = config.start + timedelta(days=config.days)
+    batch_features.run(spark, data, config.start.date() + timedelta(days=1), end.date())
+    repo = applied_repo(root, data, redis_url)
+    store = FeatureStore(repo_path=str(repo))
+    return dataset.build(
+        store, data, "ctr", config.start, end, cutoff=end + cutoff_after,
+        split=dataset.SplitRequest(calibration_days=1, test_days=1),
+    )  # fmt: skip
+
+
+def world(root: Path, spark, redis_url: str, drift_day: int | None, kind: str):
+    from pipelines.simulator import SimulationConfig
 
     start = datetime(2026, 3, 2, tzinfo=UTC)
     config = SimulationConfig(
         days=8, users=3_000, ads=150, impressions_per_day=20_000, seed=11, start=start,
         drift_day=drift_day, drift_kind=kind,  # type: ignore[arg-type]
     )  # fmt: skip
-    data = root / "data"
-    write_simulation(config, data / "events", data / "ground_truth")
-    end = start + timedelta(days=config.days)
-    batch_features.run(spark, data, start.date() + timedelta(days=1), end.date())
-    repo = applied_repo(root, data, redis_url)
-    store = FeatureStore(repo_path=str(repo))
-    built = dataset.build(
-        store, data, "ctr", start, end, split=dataset.SplitRequest(calibration_days=1, test_days=1)
-    )
-    return built, start
+    return simulated_set(root, spark, redis_url, config), start
 
 
 def detection(seeds: int, workdir: Path) -> dict:
@@ -240,12 +248,7 @@ BROKEN_FEATURE = "ad_ctr_7d"  # stuck at its fill value on the live days
 def next_day_world(root: Path, spark, redis_url: str, seed: int, knob: str | None):
     """A simulated log of NEXT_DAY_TRAIN_DAYS + 2 days (``knob`` drifting it from the
     first live day), through the batch job and Feast: the labelled rows of every day."""
-    from feast import FeatureStore
-
-    from pipelines import batch_features
-    from pipelines.simulator import SimulationConfig, write_simulation
-    from tests.integration.test_training import applied_repo
-    from training import dataset
+    from pipelines.simulator import SimulationConfig
     from training.labels import label_window
 
     start = datetime(2026, 3, 2, tzinfo=UTC)
@@ -254,18 +257,9 @@ def next_day_world(root: Path, spark, redis_url: str, seed: int, knob: str | Non
         seed=seed, start=start, drift_day=NEXT_DAY_TRAIN_DAYS if knob else None,
         drift_kind=knob or "device",  # type: ignore[arg-type]
     )  # fmt: skip
-    data = root / "data"
-    write_simulation(config, data / "events", data / "ground_truth")
-    end = start + timedelta(days=config.days)
-    batch_features.run(spark, data, start.date() + timedelta(days=1), end.date())
-    repo = applied_repo(root, data, redis_url)
-    store = FeatureStore(repo_path=str(repo))
     # Read after the last click window closed: every live day is whole, as the
     # validation's recent traffic is.
-    return dataset.build(
-        store, data, "ctr", start, end, cutoff=end + label_window("ctr"),
-        split=dataset.SplitRequest(calibration_days=1, test_days=1),
-    ), start  # fmt: skip
+    return simulated_set(root, spark, redis_url, config, label_window("ctr")), start
 
 
 def pooled_reference(train: pd.DataFrame, feature_map) -> drift.Reference:
