@@ -433,6 +433,10 @@ def section(figures: dict, command: str) -> list[str]:
                 f"flagged: {', '.join(found['drifted']) or 'none'} (PSI: {psi or 'n/a'})"
             )
         lines.append("")
+    carried = figures.get("carried", {}).get("validation")
+    if carried and (timing_runs or det):
+        by, on, commit = carried
+        lines += [f"Command: `{by}` (run of {on}, commit {commit})", ""]
     nd = figures.get("next_day")
     if nd:
 
@@ -445,10 +449,14 @@ def section(figures: dict, command: str) -> list[str]:
             f"log, each of the next two days against it): false alarms on "
             f"{pct(nd['next_day_false_alarm_rate'])} of {nd['seeds']} undrifted next days "
             f"(goal at most 5%: {'met' if met else 'missed'}), "
-            f"{pct(nd['second_day_false_alarm_rate'])} of the days after "
-            f"(flagged: {nd['control_inputs_flagged'] or 'none'}).",
+            f"{pct(nd['second_day_false_alarm_rate'])} of the days after (inputs flagged, "
+            f"with the undrifted days they were flagged on: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(nd["control_inputs_flagged"].items(),
+                                                        key=lambda kv: -kv[1]))
+               or "none")
+            + ").",
             "",
-        ]
+        ]  # fmt: skip
         for case, found in nd["detection_rate"].items():
             lines.append(
                 f"- {case}: flagged on {pct(found['first_live_day'])} of first drifted days, "
@@ -457,6 +465,12 @@ def section(figures: dict, command: str) -> list[str]:
                    if case in nd["ranked_first_rate"] else "")
             )  # fmt: skip
         pooled = nd["pooled_reference"]
+        if not met:
+            lines += [
+                "",
+                "While undrifted days are flagged this often, the detection rates above say "
+                "little about the knobs.",
+            ]
         lines += [
             "",
             f"The same days against the reference as it was (the whole train split, every "
