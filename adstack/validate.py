@@ -153,8 +153,7 @@ def validate(
     outcomes: list[dict[str, Any]] = []
 
     def outcome(suite: str, subject: str, found: list[str]) -> None:
-        nonlocal failures
-        failures += found
+        failures.extend(found)
         outcomes.append({"suite": suite, "subject": subject, "passed": not found, "reasons": found})
 
     if "quality" in suites:

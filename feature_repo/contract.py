@@ -466,20 +466,18 @@ CAMPAIGN_PROFILE = ViewSpec(
 )
 
 DAILY_VIEWS = tuple(g.view for g in GROUP_BYS)
-# (view, feature) -> the window the feature aggregates over, for every daily view.
-FEATURE_WINDOWS = {(g.name, f): w for g in GROUP_BYS for f, w in g.feature_windows.items()}
-
-
-WINDOW_OF = {feature: window for (_, feature), window in FEATURE_WINDOWS.items()}
+# Feature -> the window it aggregates over, for every daily view (a windowed feature's
+# name ends with its window's label, so the name alone decides it).
+WINDOW_OF = {f: w for g in GROUP_BYS for f, w in g.feature_windows.items()}
 # Ages ("days since the key's first impression"): they grow by a day each day.
 AGE_FEATURES = tuple(g.age.name for g in GROUP_BYS if g.age is not None)
 
 
-def warming_up(view: str, feature: str, history: timedelta) -> Window | None:
+def warming_up(feature: str, history: timedelta) -> Window | None:
     """The feature's window when it is longer than ``history``, the log its values were
     computed on: such a value keeps growing as the log does, so it means something else
     at serving time than on the rows a model learnt from. None otherwise."""
-    window = FEATURE_WINDOWS.get((view, feature))
+    window = WINDOW_OF.get(feature)
     return window if window is not None and window.length > history else None
 
 

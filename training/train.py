@@ -98,7 +98,7 @@ def warming_up(training_set: TrainingSet) -> dict[str, str]:
     days = history / timedelta(days=1)
     reasons = {}
     for f in training_set.features:
-        window = contract.warming_up(f.view, f.name, history)
+        window = contract.warming_up(f.name, history)
         if window is not None:
             reasons[f.name] = (
                 f"warming up: its {window.label} window is longer than the {days:.1f} days "

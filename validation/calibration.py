@@ -179,15 +179,10 @@ def run(
     if reference is not None and reference.prediction is not None:
         current = profiles.current_stats(
             pd.DataFrame({reference.prediction.name: predictions}), [reference.prediction]
-        )[reference.prediction.name]
-        psi, ks = (
-            profiles.psi(reference.prediction, current),
-            profiles.ks(reference.prediction, current),
         )
-        drift_table = statistics_table(
-            [reference.prediction], {reference.prediction.name: current}, thresholds
-        )
-        expectations = statistics_expectations(thresholds)
+        drift_table = statistics_table([reference.prediction], current, thresholds)
+        psi, ks = (None if pd.isna(v) else float(v) for v in drift_table.loc[0, ["psi", "ks"]])
+        expectations = statistics_expectations()
         suites.append(runner.validate(f"{name}_prediction_drift", expectations, drift_table))
     for suite in suites:
         suite.rows = len(frame)

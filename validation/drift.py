@@ -24,7 +24,7 @@ A feature has drifted when at least two of its checks fail (``MIN_FAILED_CHECKS`
 thresholds are effect sizes, not p-values: with the tens of thousands of rows a check
 sees, a test of equality would flag every harmless wiggle. Each input's limits are the
 larger of the threshold and a multiple of what its statistic does between the
-reference's own days (``day_extremes``): an input computed once a day per advertiser
+reference's own days (``day_spread``): an input computed once a day per advertiser
 holds a few dozen values a day and moves far more from day to day than one computed
 per impression. False alarms and detections on next days: ``bench/validation.py``.
 """
@@ -76,12 +76,12 @@ def not_judged(feature_map: FeatureMap, history: timedelta | None) -> dict[str, 
     log the reference's earliest row had (None: unknown, no window is judged warming)."""
     reasons = {}
     for name, _ in model_inputs(feature_map):
-        window = contract.WINDOW_OF.get(name)
+        window = None if history is None else contract.warming_up(name, history)
         if name in contract.CALENDAR_DAY_FEATURES:
             reasons[name] = "calendar: one day of traffic is one weekday, the reference several"
         elif name in contract.AGE_FEATURES:
             reasons[name] = "an age: it grows by a day each day, so each day differs"
-        elif history is not None and window is not None and window.length > history:
+        elif window is not None and history is not None:
             reasons[name] = (
                 f"warming up: its {window.label} window is longer than the "
                 f"{history / timedelta(days=1):.1f} days of log the reference rows had"
@@ -98,9 +98,9 @@ class Reference:
     # Inputs not profiled and never judged, with the reason (see not_judged).
     not_judged: dict[str, str] = field(default_factory=dict)
     # Per input, how much its statistics move between the reference's own days, each day
-    # against the others (see day_extremes); the checks allow a multiple of that.
-    extremes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    days: int = 0  # whole days the extremes were measured on
+    # against the others (see day_spread); the checks allow a multiple of that.
+    spread: dict[str, dict[str, Any]] = field(default_factory=dict)
+    days: int = 0  # whole days the spread was measured on
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +109,7 @@ class Reference:
             "columns": [c.as_dict() for c in self.columns],
             "prediction": self.prediction.as_dict() if self.prediction else None,
             "not_judged": dict(self.not_judged),
-            "extremes": self.extremes,
+            "spread": self.spread,
             "days": self.days,
         }
 
@@ -122,7 +122,7 @@ class Reference:
             [ColumnProfile.from_dict(c) for c in data["columns"]],
             ColumnProfile.from_dict(prediction) if prediction else None,
             dict(data.get("not_judged", {})),
-            dict(data.get("extremes", {})),
+            dict(data.get("spread", {})),
             int(data.get("days", 0)),
         )
 
@@ -136,6 +136,24 @@ class Reference:
         return cls.from_dict(json.loads((directory / REFERENCE_FILE).read_text()))
 
 
+def _profile(name: str, kind: str, values: Any) -> ColumnProfile:
+    if kind == NUMERIC:
+        return profiles.numeric_profile(name, values)
+    return profiles.categorical_profile(name, values)
+
+
+def profile_columns(
+    frame: pd.DataFrame, feature_map: FeatureMap, skip: Any = ()
+) -> list[ColumnProfile]:
+    """A profile of each model input of ``feature_map`` in ``frame``, but those in
+    ``skip``."""
+    return [
+        _profile(name, kind, frame[name])
+        for name, kind in model_inputs(feature_map)
+        if name not in skip
+    ]
+
+
 def reference_profile(
     frame: pd.DataFrame,
     task: str,
@@ -147,20 +165,14 @@ def reference_profile(
     ``task`` model with ``feature_map``, leaving out the inputs :func:`not_judged`
     names; ``history`` is how much log the frame's earliest row had."""
     skipped = not_judged(feature_map, history)
-    columns = [
-        profiles.numeric_profile(name, frame[name])
-        if kind == NUMERIC
-        else profiles.categorical_profile(name, frame[name])
-        for name, kind in model_inputs(feature_map)
-        if name not in skipped
-    ]
+    columns = profile_columns(frame, feature_map, skip=skipped)
     prediction = None
     if predictions is not None:
         prediction = profiles.numeric_profile(PREDICTION, predictions)
     days = whole_days(frame)
-    extremes = day_extremes(columns, days) if len(days) >= MIN_DAYS else {}
+    spread = day_spread(columns, days) if len(days) >= MIN_DAYS else {}
     return Reference(
-        task, len(frame), columns, prediction, skipped, extremes, len(days) if extremes else 0
+        task, len(frame), columns, prediction, skipped, spread, len(days) if spread else 0
     )
 
 
@@ -193,23 +205,19 @@ def whole_days(frame: pd.DataFrame) -> list[pd.DataFrame]:
     return [frame[day == d] for d in sorted(kept)]
 
 
-def day_extremes(columns: list[ColumnProfile], days: list[pd.DataFrame]) -> dict[str, dict]:
+def day_spread(columns: list[ColumnProfile], days: list[pd.DataFrame]) -> dict[str, dict]:
     """For each profiled input, how far each day sits from a profile of the other days
     (leave one day out), as root mean squares over the days: of its PSI, KS and KL, of
     its mean minus the others' (``mean``), of the log of its stdev over the others'
     (``stdev``) and of each quantile minus the others' (``quantiles``); and the largest
     null fraction of a day (``null``)."""
-    extremes: dict[str, dict[str, Any]] = {}
+    spread: dict[str, dict[str, Any]] = {}
     for p in columns:
         seen: dict[str, list] = {k: [] for k in ("psi", "ks", "kl", "null", "mean", "stdev")}
         quantiles: dict[str, list[float]] = {str(q): [] for q in profiles.QUANTILES}
         for i, day in enumerate(days):
             rest = pd.concat([d[p.name] for j, d in enumerate(days) if j != i])
-            others = (
-                profiles.numeric_profile(p.name, rest)
-                if p.kind == NUMERIC
-                else profiles.categorical_profile(p.name, rest)
-            )
+            others = _profile(p.name, p.kind, rest)
             stats = profiles.current_stats(day[[p.name]], [others])[p.name]
             seen["psi"].append(profiles.psi(others, stats))
             seen["ks"].append(profiles.ks(others, stats))
@@ -232,29 +240,29 @@ def day_extremes(columns: list[ColumnProfile], days: list[pd.DataFrame]) -> dict
                 entry[k] = max(finite) if k == "null" else _rms(finite)
         if all(quantiles.values()):
             entry["quantiles"] = {q: _rms(v) for q, v in quantiles.items()}
-        extremes[p.name] = entry
-    return extremes
+        spread[p.name] = entry
+    return spread
 
 
 def _rms(values: list[float]) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def kl_divergence(p: ColumnProfile, values: pd.Series, tail: float = 1e-3) -> float | None:
+def kl_divergence(
+    p: ColumnProfile, values: pd.Series, tail: float = Thresholds.kl_tail_weight
+) -> float | None:
     """KL divergence of ``values`` from the profile's histogram (numeric) or shares
     (categorical), as the GX expectation computes it: values outside the reference's
     edges or top values are weighed against the tail holdout."""
     if p.kind == CATEGORICAL:
         if not p.weights:
             return None
-        known = {k: v for k, v in p.weights.items() if k != profiles.OTHER}
-        holdout = max(p.weights.get(profiles.OTHER, 0.0), tail)
         text = profiles.labels(values).dropna()
         if text.empty:
             return None
         observed = text.value_counts(normalize=True)
-        total = sum(known.values())
-        expected = pd.Series({k: v / total for k, v in known.items()})
+        shares, holdout = _categorical_partition(p, tail)
+        expected = pd.Series(shares)
         unseen = observed.index.difference(expected.index)
         qk = pd.concat([expected * (1 - holdout) if len(unseen) else expected,
                         pd.Series(holdout / max(len(unseen), 1), index=unseen)])  # fmt: skip
@@ -282,14 +290,14 @@ def _kl(pk: np.ndarray, qk: np.ndarray) -> float:
 def distribution_expectations(
     columns: list[ColumnProfile],
     thresholds: Thresholds,
-    extremes: dict[str, dict[str, Any]] | None = None,
+    spread: dict[str, dict[str, Any]] | None = None,
 ) -> list[gxe.Expectation]:
     """The checks of each input: its thresholds, widened to what the input's statistics
-    do between the reference's own undrifted days (``extremes``, see day_extremes)."""
+    do between the reference's own undrifted days (``spread``, see day_spread)."""
     checks: list[gxe.Expectation] = []
     for p in columns:
         name = p.name
-        seen = (extremes or {}).get(name, {})
+        seen = (spread or {}).get(name, {})
         checks.append(
             check(
                 gxe.ExpectColumnValuesToNotBeNull(
@@ -311,15 +319,15 @@ def distribution_expectations(
         kl = max(thresholds.kl, NULL_DIVERGENCE * seen.get("kl", 0.0))
         if p.kind == CATEGORICAL:
             if p.weights:
-                checks.append(_categorical_kl(p, thresholds, kl))
+                checks.append(_categorical_kl(p, thresholds.kl_tail_weight, kl))
             continue
         if p.mean is None or p.std is None:
             continue
-        spread = max(thresholds.mean_shift * p.std, NULL_SIGNED * seen.get("mean", 0.0), 1e-9)
+        shift = max(thresholds.mean_shift * p.std, NULL_SIGNED * seen.get("mean", 0.0), 1e-9)
         checks.append(
             check(
                 gxe.ExpectColumnMeanToBeBetween(
-                    column=name, min_value=p.mean - spread, max_value=p.mean + spread
+                    column=name, min_value=p.mean - shift, max_value=p.mean + shift
                 ),
                 "mean",
                 name,
@@ -386,19 +394,23 @@ def _band(p: ColumnProfile, q: str, moved: float | None) -> list[float]:
     return [min(low, centre - NULL_SIGNED * moved), max(high, centre + NULL_SIGNED * moved)]
 
 
-def _categorical_kl(p: ColumnProfile, thresholds: Thresholds, threshold: float) -> gxe.Expectation:
+def _categorical_partition(p: ColumnProfile, tail: float) -> tuple[dict[str, float], float]:
+    """The reference's top values with their shares among them, and the holdout weight
+    of every other value: the ``OTHER`` share, at least the tail holdout."""
+    known = {k: v for k, v in p.weights.items() if k != profiles.OTHER}
+    total = sum(known.values())
+    holdout = max(p.weights.get(profiles.OTHER, 0.0), tail)
+    return {k: v / total for k, v in known.items()}, holdout
+
+
+def _categorical_kl(p: ColumnProfile, tail: float, threshold: float) -> gxe.Expectation:
     """Values outside the reference's top values share the ``OTHER`` weight (at least
     the tail holdout), so a rare or new value is not an infinite divergence."""
-    known = {k: v for k, v in p.weights.items() if k != profiles.OTHER}
-    holdout = max(p.weights.get(profiles.OTHER, 0.0), thresholds.kl_tail_weight)
-    total = sum(known.values())
+    shares, holdout = _categorical_partition(p, tail)
     return check(
         gxe.ExpectColumnKLDivergenceToBeLessThan(
             column=p.name,
-            partition_object={
-                "values": list(known),
-                "weights": [v / total for v in known.values()],
-            },
+            partition_object={"values": list(shares), "weights": list(shares.values())},
             threshold=threshold,
             tail_weight_holdout=holdout,
         ),
@@ -478,7 +490,7 @@ def statistics_table(
     columns: list[ColumnProfile],
     current: dict[str, profiles.CurrentStats],
     thresholds: Thresholds | None = None,
-    extremes: dict[str, dict[str, Any]] | None = None,
+    spread: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per input: its PSI and KS, each input's limit for them (the threshold, or
     NULL_DIVERGENCE times the statistic's RMS over the reference's days if more) and the
@@ -494,7 +506,7 @@ def statistics_table(
     for statistic in STATISTICS:
         limit = [
             max(getattr(thresholds, statistic),
-                NULL_DIVERGENCE * (extremes or {}).get(p.name, {}).get(statistic, 0.0))
+                NULL_DIVERGENCE * (spread or {}).get(p.name, {}).get(statistic, 0.0))
             for p in columns
         ]  # fmt: skip
         table[f"{statistic}_limit"] = np.asarray(limit, dtype=np.float64)
@@ -502,7 +514,8 @@ def statistics_table(
     return table
 
 
-def statistics_expectations(thresholds: Thresholds) -> list[gxe.Expectation]:
+def statistics_expectations() -> list[gxe.Expectation]:
+    """Each statistic at most its limit (``<statistic>_of_limit`` of statistics_table)."""
     return [
         check(gxe.ExpectColumnValuesToBeBetween(column=f"{s}_of_limit", max_value=1.0), s)
         for s in STATISTICS
@@ -526,15 +539,15 @@ def run(
     # One suite per kind of check: GX's cost grows faster than linearly with the size of
     # a suite (404 expectations took 33 s on 40k rows, five suites of 80 took 8 s).
     by_check: dict[str, list[gxe.Expectation]] = {}
-    for expectation in distribution_expectations(columns, thresholds, reference.extremes):
+    for expectation in distribution_expectations(columns, thresholds, reference.spread):
         by_check.setdefault((expectation.meta or {})["check"], []).append(expectation)
     distributions = [
         runner.validate(f"{name}_{kind}", expectations, frame)
         for kind, expectations in by_check.items()
     ]
-    table = statistics_table(columns, stats, thresholds, reference.extremes)
+    table = statistics_table(columns, stats, thresholds, reference.spread)
     statistics = runner.validate(
-        f"{name}_statistics", statistics_expectations(thresholds), table, complete=True
+        f"{name}_statistics", statistics_expectations(), table, complete=True
     )
     failed: dict[str, list[str]] = {p.name: [] for p in columns}
     for suite in distributions:

@@ -104,7 +104,9 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     # is reported apart from drift, not judged.
     outcomes = figures["validation"]["suites"]
     assert {o["suite"] for o in outcomes} == {"quality", "drift", "calibration", "skew"}
-    assert all(o["passed"] == (o["reasons"] == []) for o in outcomes), outcomes
+    # Every failure of the validation run is the reason of exactly one suite's outcome.
+    assert [r for o in outcomes for r in o["reasons"]] == summary["failures"], outcomes
+    assert [o["passed"] for o in outcomes] == [not o["reasons"] for o in outcomes]
     assert figures["validation"]["passed"] == all(o["passed"] for o in outcomes)
     assert "day_of_week" in figures["validation"]["drift_not_judged"]["ctr"]
 

@@ -105,7 +105,7 @@ def test_each_input_is_allowed_what_its_statistics_move_between_undrifted_days()
     live = frame[frame["event_timestamp"] >= pd.Timestamp(START + timedelta(days=7))]
     reference = drift.reference_profile(reference_days, "ctr", fm, history=timedelta(days=7))
     assert reference.days == 7
-    granular, smooth = reference.extremes["advertiser_ctr_1d"], reference.extremes["ad_ctr_1d"]
+    granular, smooth = reference.spread["advertiser_ctr_1d"], reference.spread["ad_ctr_1d"]
     # Thirty values a day move the PSI between days far more than 2,000 independent ones.
     assert granular["psi"] > drift.Thresholds().psi > smooth["psi"]
     # Without the measured limits the granular input is flagged on an undrifted day...
