@@ -85,7 +85,7 @@ def simulate(
     drift_day: Annotated[
         int | None, typer.Option(help="Day index from which the world drifts.")
     ] = None,
-    drift_kind: Annotated[str, typer.Option(help="interest or device")] = "interest",
+    drift_kind: Annotated[str, typer.Option(help="interest, device or price")] = "interest",
     output: Annotated[
         Path | None, typer.Option(help="Landing folder (default <data>/landing/simulator).")
     ] = None,
@@ -690,11 +690,34 @@ def serve(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    drift_day: Annotated[
+        int | None,
+        typer.Option(
+            help="Drift the simulated world from this day (0-based; the live day is the "
+            "last, 13): the drift suite should then fail and name the drifted inputs."
+        ),
+    ] = None,
+    drift_kind: Annotated[
+        str, typer.Option(help="With --drift-day: device, interest or price.")
+    ] = "device",
+) -> None:
     """Run the platform end to end at DEMO_SCALE, printing where everything went."""
     from adstack import demo as demo_job
+    from pipelines.simulator import DRIFT_KINDS
 
-    reports = demo_job.run(get_settings(), console)
+    if drift_kind not in DRIFT_KINDS:
+        raise typer.BadParameter(
+            f"{drift_kind!r} is not a drift kind: choose one of {', '.join(DRIFT_KINDS)}",
+            param_hint="--drift-kind",
+        )
+    if drift_day is not None and not 1 <= drift_day < demo_job.DAYS:
+        raise typer.BadParameter(
+            f"the demo simulates days 0 to {demo_job.DAYS - 1} (the last is the live day): "
+            f"choose a drift day from 1 to {demo_job.DAYS - 1}",
+            param_hint="--drift-day",
+        )
+    reports = demo_job.run(get_settings(), console, drift_day, drift_kind)
     if not all(report.passed for report in reports):
         raise typer.Exit(1)
 

@@ -115,7 +115,9 @@ def online_store(settings: Settings, steps: Steps) -> Iterator[str]:
         steps.print(f"stopped redis-server pid {server.pid}")
 
 
-def simulation_config(scale: float) -> SimulationConfig:
+def simulation_config(
+    scale: float, drift_day: int | None = None, drift_kind: str = "device"
+) -> SimulationConfig:
     # Two weeks: the conversion model's labels need the 7-day attribution window to close.
     # The log ends at today's UTC midnight, so `materialize-incremental now` finds the
     # newest feature rows inside their views' TTL, as with live data.
@@ -126,12 +128,21 @@ def simulation_config(scale: float) -> SimulationConfig:
         ads=max(20, int(1_000 * scale)),
         impressions_per_day=max(1_000, int(100_000 * scale)),
         start=today - timedelta(days=DAYS),
+        drift_day=drift_day,
+        drift_kind=drift_kind,  # type: ignore[arg-type]
     )
 
 
-def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
+def run(
+    settings: Settings,
+    console: Console,
+    drift_day: int | None = None,
+    drift_kind: str = "device",
+) -> list[ingest.IngestReport]:
+    """The demo; with ``drift_day`` the simulated world drifts (``drift_kind``) from that
+    day (0-based; the last, live day is ``DAYS - 1``)."""
     began = time.monotonic()
-    config = simulation_config(settings.demo_scale)
+    config = simulation_config(settings.demo_scale, drift_day, drift_kind)
     # The last simulated day is the live one: batch features, training sets and models
     # see the days before it; it reaches the platform through the stream only.
     live = config.start + timedelta(days=config.days - 1)
@@ -172,7 +183,7 @@ def run(settings: Settings, console: Console) -> list[ingest.IngestReport]:
         )
     seconds = time.monotonic() - began
     console.print(summary_table(runs, day, seconds))
-    figures = write_summary(settings, runs, day, seconds, steps.seconds, validation.summary)
+    figures = write_summary(settings, runs, day, seconds, steps.seconds, validation.summary, config)
     console.print(
         f"events: {settings.data_root / 'events'} (sample logs: "
         f"{settings.data_root / 'sample_logs'})\n"
@@ -410,6 +421,7 @@ def write_summary(
     seconds: float,
     step_seconds: dict[str, float],
     validation: dict | None = None,
+    config: SimulationConfig | None = None,
 ):
     """The summary's figures as JSON: ``<reports>/demo/summary.json``, with the outcome of
     each validation suite (passed, or the reasons it failed)."""
@@ -418,6 +430,9 @@ def write_summary(
     figures = {
         "seconds": round(seconds, 1),
         "scale": settings.demo_scale,
+        "drift": {"day": config.drift_day, "kind": config.drift_kind}
+        if config is not None and config.drift_day is not None
+        else None,
         "step_seconds": {k: round(v, 1) for k, v in step_seconds.items()},
         "models": {
             task: {
@@ -450,6 +465,10 @@ def write_summary(
         figures["validation"] = {
             "passed": validation["passed"],
             "suites": validation.get("suites", []),
+            "drifted": {
+                task: report.get("drifted", [])
+                for task, report in validation.get("drift", {}).items()
+            },
             "drift_not_judged": {
                 task: report.get("not_judged", {})
                 for task, report in validation.get("drift", {}).items()

@@ -25,7 +25,8 @@ generated in chunks; fatigue then counts exposures within the chunk.
 
 The drift knob changes the world from ``drift_day`` on: ``interest`` moves every
 user's affinity towards the first quarter of the categories, ``device`` moves the
-device mix towards mobile.
+device mix towards mobile, ``price`` raises every bid (and so every price paid) by
+``PRICE_DRIFT`` (a market where bids went up: same ads, same users, dearer).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from core.units import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND, insta
 DEVICES = ("mobile", "desktop", "tablet")
 DEVICE_MIX = np.array([0.60, 0.32, 0.08])
 DEVICE_MIX_DRIFTED = np.array([0.85, 0.10, 0.05])
+PRICE_DRIFT = 1.5
+DRIFT_KINDS = ("interest", "device", "price")
 DEVICE_CLICK_EFFECT = np.array([0.15, -0.10, 0.0])
 DEVICE_CONVERSION_EFFECT = np.array([-0.25, 0.35, 0.0])
 PLACEMENTS = ("feed", "search", "article", "video_pre", "sidebar", "app_banner")
@@ -79,7 +82,7 @@ class SimulationConfig:
     categories: int = 16
     new_ads_per_day: float = 0.04
     drift_day: int | None = None
-    drift_kind: Literal["interest", "device"] = "interest"
+    drift_kind: Literal["interest", "device", "price"] = "interest"
     chunk_size: int = 2_000_000
     base_click_logit: float = -3.4
     base_conversion_logit: float = -2.5
@@ -93,8 +96,10 @@ class SimulationConfig:
             raise ValueError("categories must be at least 1")
         if self.start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
-        if self.drift_kind not in ("interest", "device"):
-            raise ValueError(f"drift_kind must be 'interest' or 'device', not {self.drift_kind!r}")
+        if self.drift_kind not in DRIFT_KINDS:
+            raise ValueError(
+                f"drift_kind must be one of {', '.join(DRIFT_KINDS)}, not {self.drift_kind!r}"
+            )
 
     @property
     def start_micros(self) -> int:
@@ -186,6 +191,11 @@ class World:
         cfg = self.config
         drifted = cfg.drift_day is not None and day >= cfg.drift_day and cfg.drift_kind == "device"
         return DEVICE_MIX_DRIFTED if drifted else DEVICE_MIX
+
+    def bid_factor_on(self, day: int) -> float:
+        cfg = self.config
+        drifted = cfg.drift_day is not None and day >= cfg.drift_day and cfg.drift_kind == "price"
+        return PRICE_DRIFT if drifted else 1.0
 
 
 def build_world(config: SimulationConfig) -> World:
@@ -356,7 +366,7 @@ def simulate_chunk(
     rng = np.random.default_rng([world.config.seed, day, chunk])
     shown = simulate_requests(world, rng, day, n_impressions)
     outcomes = simulate_outcomes(world, rng, day, shown)
-    return chunk_tables(world, rng, shown, outcomes, first_id)
+    return chunk_tables(world, rng, shown, outcomes, first_id, world.bid_factor_on(day))
 
 
 def simulate_requests(
@@ -455,11 +465,16 @@ def simulate_outcomes(world: World, rng: np.random.Generator, day: int, shown: S
 
 
 def chunk_tables(
-    world: World, rng: np.random.Generator, shown: Shown, outcomes: Outcomes, first_id: int
+    world: World,
+    rng: np.random.Generator,
+    shown: Shown,
+    outcomes: Outcomes,
+    first_id: int,
+    bid_factor: float = 1.0,
 ) -> DayEvents:
     """The chunk's canonical tables and its ground truth; prices drawn last."""
     n_impressions = len(shown.ads)
-    bid = world.ad_bid[shown.ads]
+    bid = world.ad_bid[shown.ads] * bid_factor
     price = (bid * (0.55 + 0.45 * rng.random(n_impressions))).round(4)
     impression_id = first_id + np.arange(n_impressions, dtype=np.int64)
     clicked = outcomes.click_index

@@ -3,7 +3,13 @@ import pyarrow as pa
 import pytest
 
 from core import events
-from pipelines.simulator import SimulationConfig, build_world, chunks_of_day, simulate_chunk
+from pipelines.simulator import (
+    PRICE_DRIFT,
+    SimulationConfig,
+    build_world,
+    chunks_of_day,
+    simulate_chunk,
+)
 
 SMALL = SimulationConfig(days=3, users=2_000, ads=200, impressions_per_day=20_000, seed=11)
 
@@ -94,7 +100,7 @@ def test_position_bias_lowers_ctr_down_the_slots():
     assert by_slot.is_monotonic_decreasing
 
 
-@pytest.mark.parametrize("kind", ["device", "interest"])
+@pytest.mark.parametrize("kind", ["device", "interest", "price"])
 def test_drift_knob_changes_the_world_from_its_day(kind):
     config = SimulationConfig(
         days=4, impressions_per_day=50_000, seed=9, drift_day=2, drift_kind=kind
@@ -109,6 +115,19 @@ def test_drift_knob_changes_the_world_from_its_day(kind):
 
         assert share(after) > share(before) + 0.1
         assert abs(share(baseline) - share(before)) < 0.02
+    elif kind == "price":
+        # Same requests and outcomes (the prices are drawn last), every price paid raised.
+        def paid(ev):
+            return ev.impressions.column("price_paid").to_numpy()
+
+        assert np.array_equal(
+            after.impressions.column("ad_id"), baseline.impressions.column("ad_id")
+        )
+        assert np.allclose(paid(after), paid(baseline) * PRICE_DRIFT, atol=1e-3)
+        assert np.array_equal(
+            paid(before),
+            paid(day_events(SimulationConfig(**{**config.__dict__, "drift_day": None}), 1)),
+        )
     else:
         world = build_world(config)
         boosted = max(1, config.categories // 4)
