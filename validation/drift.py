@@ -40,6 +40,8 @@ from typing import Any
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from artifact.feature_map import HASH, FeatureMap
 from feature_repo import contract
@@ -179,18 +181,39 @@ def reference_profile(
 # The reference's days measure how much a statistic moves from one undrifted day to the
 # next (its root mean square over the days, each against the others). A check allows
 # that many times it, and never less than the threshold: a signed difference (mean,
-# quantile, log stdev ratio) NULL_SIGNED times, under 1 in 10,000 days of a normal
-# difference even with the RMS of 7 days underestimated by a quarter; a divergence (PSI,
-# KS, KL) NULL_DIVERGENCE times, about the 0.1% tail of a chi-square with 9 degrees of
-# freedom (PSI on deciles) relative to its RMS.
+# quantile, log stdev ratio) NULL_SIGNED times, about the 1 in 10,000 tail of a normal
+# difference; a divergence (PSI, KS, KL) NULL_DIVERGENCE times, about the 0.1% tail of a
+# chi-square with 9 degrees of freedom (PSI on deciles) relative to its RMS. Both are
+# widened by small_sample_factor: an RMS over a few days is itself a rough estimate.
 MIN_DAYS = 3
 # An input has drifted when at least this many of its checks fail (of up to seven:
 # nulls, mean, stdev, quantiles, KL, PSI, KS). On undrifted next days of simulated logs
-# single checks of various inputs fail (the reference's few days estimate each check's
-# spread roughly); real shifts, and a feature stuck at its fill value, fail several.
+# single checks of various inputs fail; real shifts, and a feature stuck at its fill
+# value, fail several.
 MIN_FAILED_CHECKS = 2
 NULL_SIGNED = 4.0
 NULL_DIVERGENCE = 3.0
+NULL_TAIL = 1e-3
+
+
+def small_sample_factor(days: int) -> float:
+    """How much wider a limit set from the RMS over ``days`` days must be than one set
+    from the statistic's true spread to keep the same tail: Student's t quantile with
+    ``days - 1`` degrees of freedom over the normal one, at NULL_TAIL (two-sided). 2.1
+    for 6 days, 1.3 for 14, 1.0 without days (no spread: the thresholds alone)."""
+    if days < 2:
+        return 1.0
+    level = 1 - NULL_TAIL / 2
+    return float(student_t.ppf(level, days - 1) / norm.ppf(level))
+
+
+def null_multiples(days: int) -> tuple[float, float]:
+    """The multiples of a statistic's day-to-day RMS a check allows (signed,
+    divergence), for a spread measured over ``days`` days."""
+    factor = small_sample_factor(days)
+    return NULL_SIGNED * factor, NULL_DIVERGENCE * factor
+
+
 TIME = "event_timestamp"
 
 
@@ -291,9 +314,12 @@ def distribution_expectations(
     columns: list[ColumnProfile],
     thresholds: Thresholds,
     spread: dict[str, dict[str, Any]] | None = None,
+    days: int = 0,
 ) -> list[gxe.Expectation]:
     """The checks of each input: its thresholds, widened to what the input's statistics
-    do between the reference's own undrifted days (``spread``, see day_spread)."""
+    do between the reference's own undrifted days (``spread`` over ``days`` days, see
+    day_spread and null_multiples)."""
+    signed, divergence = null_multiples(days)
     checks: list[gxe.Expectation] = []
     for p in columns:
         name = p.name
@@ -316,14 +342,14 @@ def distribution_expectations(
                 name,
             )
         )
-        kl = max(thresholds.kl, NULL_DIVERGENCE * seen.get("kl", 0.0))
+        kl = max(thresholds.kl, divergence * seen.get("kl", 0.0))
         if p.kind == CATEGORICAL:
             if p.weights:
                 checks.append(_categorical_kl(p, thresholds.kl_tail_weight, kl))
             continue
         if p.mean is None or p.std is None:
             continue
-        shift = max(thresholds.mean_shift * p.std, NULL_SIGNED * seen.get("mean", 0.0), 1e-9)
+        shift = max(thresholds.mean_shift * p.std, signed * seen.get("mean", 0.0), 1e-9)
         checks.append(
             check(
                 gxe.ExpectColumnMeanToBeBetween(
@@ -334,7 +360,7 @@ def distribution_expectations(
             )
         )
         low, high = thresholds.stdev_ratio
-        ratio = float(np.exp(NULL_SIGNED * seen.get("stdev", 0.0)))
+        ratio = float(np.exp(signed * seen.get("stdev", 0.0)))
         checks.append(
             check(
                 gxe.ExpectColumnStdevToBeBetween(
@@ -353,7 +379,7 @@ def distribution_expectations(
                     quantile_ranges={
                         "quantiles": list(profiles.QUANTILES),
                         "value_ranges": [
-                            _band(p, str(q), seen.get("quantiles", {}).get(str(q)))
+                            _band(p, str(q), seen.get("quantiles", {}).get(str(q)), signed)
                             for q in profiles.QUANTILES
                         ],
                     },
@@ -384,14 +410,14 @@ def distribution_expectations(
     return checks
 
 
-def _band(p: ColumnProfile, q: str, moved: float | None) -> list[float]:
-    """The quantile's band, widened to NULL_SIGNED times how far a day's quantile moves
+def _band(p: ColumnProfile, q: str, moved: float | None, multiple: float) -> list[float]:
+    """The quantile's band, widened to ``multiple`` times how far a day's quantile moves
     from the other days' (``moved``, an RMS) on either side of the reference quantile."""
     low, high = p.bands[q]
     if moved is None:
         return [low, high]
     centre = p.quantiles[q]
-    return [min(low, centre - NULL_SIGNED * moved), max(high, centre + NULL_SIGNED * moved)]
+    return [min(low, centre - multiple * moved), max(high, centre + multiple * moved)]
 
 
 def _categorical_partition(p: ColumnProfile, tail: float) -> tuple[dict[str, float], float]:
@@ -491,11 +517,14 @@ def statistics_table(
     current: dict[str, profiles.CurrentStats],
     thresholds: Thresholds | None = None,
     spread: dict[str, dict[str, Any]] | None = None,
+    days: int = 0,
 ) -> pd.DataFrame:
     """One row per input: its PSI and KS, each input's limit for them (the threshold, or
-    NULL_DIVERGENCE times the statistic's RMS over the reference's days if more) and the
-    statistic as a share of its limit (``psi_of_limit``, what the suite checks)."""
+    the divergence multiple of null_multiples(days) times the statistic's RMS over the
+    reference's days if more) and the statistic as a share of its limit
+    (``psi_of_limit``, what the suite checks)."""
     thresholds = thresholds or Thresholds()
+    _, divergence = null_multiples(days)
     table = pd.DataFrame(
         {
             "feature": [p.name for p in columns],
@@ -506,7 +535,7 @@ def statistics_table(
     for statistic in STATISTICS:
         limit = [
             max(getattr(thresholds, statistic),
-                NULL_DIVERGENCE * (spread or {}).get(p.name, {}).get(statistic, 0.0))
+                divergence * (spread or {}).get(p.name, {}).get(statistic, 0.0))
             for p in columns
         ]  # fmt: skip
         table[f"{statistic}_limit"] = np.asarray(limit, dtype=np.float64)
@@ -539,13 +568,15 @@ def run(
     # One suite per kind of check: GX's cost grows faster than linearly with the size of
     # a suite (404 expectations took 33 s on 40k rows, five suites of 80 took 8 s).
     by_check: dict[str, list[gxe.Expectation]] = {}
-    for expectation in distribution_expectations(columns, thresholds, reference.spread):
+    for expectation in distribution_expectations(
+        columns, thresholds, reference.spread, reference.days
+    ):
         by_check.setdefault((expectation.meta or {})["check"], []).append(expectation)
     distributions = [
         runner.validate(f"{name}_{kind}", expectations, frame)
         for kind, expectations in by_check.items()
     ]
-    table = statistics_table(columns, stats, thresholds, reference.spread)
+    table = statistics_table(columns, stats, thresholds, reference.spread, reference.days)
     statistics = runner.validate(
         f"{name}_statistics", statistics_expectations(), table, complete=True
     )

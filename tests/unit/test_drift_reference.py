@@ -116,3 +116,26 @@ def test_each_input_is_allowed_what_its_statistics_move_between_undrifted_days()
     shifted = _days(8, shift=0.01)
     later = shifted[shifted["event_timestamp"] >= pd.Timestamp(START + timedelta(days=7))]
     assert drift.run(Runner(), reference, later).drifted == ["ad_ctr_1d"]
+
+
+def test_limits_allow_for_a_spread_measured_on_few_days() -> None:
+    factors = [drift.small_sample_factor(days) for days in (3, 4, 6, 14, 1000)]
+    assert factors == sorted(factors, reverse=True)
+    assert 2.0 < drift.small_sample_factor(6) < 2.2
+    assert abs(factors[-1] - 1.0) < 0.01 and drift.small_sample_factor(0) == 1.0
+    # The same measured spread gives a wider limit when it comes from fewer days.
+    frame = _days(8)
+    fm = FeatureMap.fit(frame, [], [], ["advertiser_ctr_1d", "ad_ctr_1d"], set())
+    reference = drift.reference_profile(frame, "ctr", fm, history=timedelta(days=7))
+    current = drift.profiles.current_stats(frame, reference.columns)
+    few, many = (
+        drift.statistics_table(reference.columns, current, None, reference.spread, days)
+        for days in (4, 30)
+    )
+    granular = few["feature"] == "advertiser_ctr_1d"
+    assert (few["psi_limit"][granular] > many["psi_limit"][granular]).all()
+    signed, divergence = drift.null_multiples(4)
+    assert (signed, divergence) == (
+        drift.NULL_SIGNED * factors[1],
+        drift.NULL_DIVERGENCE * factors[1],
+    )
