@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.quality --workdir /tmp/adstack-bench-quality
 	$(BIN)/python -m bench.leakage --reuse /tmp/adstack-bench-quality
+	$(BIN)/python -m bench.calibration_noise --reuse /tmp/adstack-bench-quality
 	$(BIN)/python -m bench.byol
 	$(BIN)/python -m bench.serving --workdir /tmp/adstack-bench-serving
 	$(BIN)/python -m bench.soak --seconds 1800
@@ -68,6 +69,7 @@ bench-quick: setup
 	rm -rf /tmp/adstack-quick-quality /tmp/serving-bench-quick
 	$(BIN)/python -m bench.quality --quick --workdir /tmp/adstack-quick-quality
 	$(BIN)/python -m bench.leakage --quick --reuse /tmp/adstack-quick-quality
+	$(BIN)/python -m bench.calibration_noise --quick --reuse /tmp/adstack-quick-quality
 	$(BIN)/python -m bench.serving --quick
 	$(BIN)/python -m bench.soak --quick
 
