@@ -11,6 +11,7 @@ suite is the roof's (:func:`adstack.flows.promote`).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ def client(settings: Settings):
     # MLflow is imported when a model is resolved, not when the scorer's modules load.
     from mlflow import MlflowClient
 
+    # MLflow logs the schema migrations of a new local store at INFO ("Creating initial
+    # MLflow database tables"): set-up detail, not something the caller did.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = tracking_uri(settings)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
@@ -31,7 +32,9 @@ REQUIRED_CONF = {
 LAUNCH_CONF = {
     "spark.driver.memory": os.environ.get("ADSTACK_SPARK_DRIVER_MEMORY", "4g"),
     "spark.ui.enabled": "false",
-    "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+    "spark.driver.extraJavaOptions": (
+        f"-Dlog4j2.configurationFile={Path(__file__).with_name('log4j2.properties')}"
+    ),
     # Stage bars on stderr would tear the callers' own progress display.
     "spark.ui.showConsoleProgress": "false",
 }
