@@ -44,7 +44,7 @@ from artifact.metrics import evaluate
 from core.settings import Settings, api_token_file
 from core.spark import spark_job
 from pipelines import batch_features, ingest
-from pipelines.materialize import materialize_incremental
+from pipelines.materialize import materialize
 from pipelines.simulator import SimulationConfig, write_simulation
 from training import leakage
 from training.train import metric_summary
@@ -119,8 +119,8 @@ def simulation_config(
     scale: float, drift_day: int | None = None, drift_kind: str = "device"
 ) -> SimulationConfig:
     # Two weeks: the conversion model's labels need the 7-day attribution window to close.
-    # The log ends at today's UTC midnight, so `materialize-incremental now` finds the
-    # newest feature rows inside their views' TTL, as with live data.
+    # The log ends at today's UTC midnight, so the newest feature rows are inside their
+    # views' TTL now, as with live data.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return SimulationConfig(
         days=DAYS,
@@ -255,9 +255,12 @@ def build_features(
     registered = FeatureStore(repo_path=str(settings.feature_repo)).list_feature_views()
     steps.print(f"feast apply: {len(registered)} feature views registered")
     now = datetime.now(UTC)
-    with steps.step("feast materialize-incremental: into Redis"):
-        loaded = materialize_incremental(settings.feature_repo, now)
-    steps.print(f"materialised up to {now:%Y-%m-%d %H:%M} UTC: {loaded}")
+    # Every run simulates a new log over the same days: materialise all of it. An
+    # incremental run would start where an earlier run's registry left off (after these
+    # rows) and load nothing into a fresh Redis.
+    with steps.step("feast materialize: the simulated days into Redis"):
+        loaded = materialize(settings.feature_repo, config.start, now)
+    steps.print(f"materialised {config.start:%Y-%m-%d} to {now:%Y-%m-%d %H:%M} UTC: {loaded}")
     client = redis.Redis.from_url(settings.effective_redis_url)
     steps.print(f"online store holds {client.dbsize():,} entity keys")
     client.close()
