@@ -58,6 +58,7 @@ REAL_LOGS = {
     "criteo": "criteo_sample",
 }
 DAYS = 14
+MATERIALIZE_FROM = datetime(1970, 1, 1, tzinfo=UTC)
 AUCTIONS_PER_SECOND = 20.0
 
 
@@ -255,12 +256,13 @@ def build_features(
     registered = FeatureStore(repo_path=str(settings.feature_repo)).list_feature_views()
     steps.print(f"feast apply: {len(registered)} feature views registered")
     now = datetime.now(UTC)
-    # Every run simulates a new log over the same days: materialise all of it. An
-    # incremental run would start where an earlier run's registry left off (after these
-    # rows) and load nothing into a fresh Redis.
-    with steps.step("feast materialize: the simulated days into Redis"):
-        loaded = materialize(settings.feature_repo, config.start, now)
-    steps.print(f"materialised {config.start:%Y-%m-%d} to {now:%Y-%m-%d %H:%M} UTC: {loaded}")
+    # Every run simulates a new log over the same days: materialise all of it, from the
+    # earliest row (profiles are stamped when the user or campaign was created, before
+    # the log). An incremental run would start where an earlier run's registry left off
+    # (after these rows) and load nothing into a fresh Redis.
+    with steps.step("feast materialize: every feature row into Redis"):
+        loaded = materialize(settings.feature_repo, MATERIALIZE_FROM, now)
+    steps.print(f"materialised up to {now:%Y-%m-%d %H:%M} UTC: {loaded}")
     client = redis.Redis.from_url(settings.effective_redis_url)
     steps.print(f"online store holds {client.dbsize():,} entity keys")
     client.close()

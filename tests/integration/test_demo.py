@@ -1,5 +1,7 @@
 """`adstack demo` at a small scale: data lands where it says, the live day runs the stream
-worker and the scorer as processes, and it stops every process it started."""
+worker and the scorer as processes, and it stops every process it started. The run
+drifts the live day's device mix (`--drift-day 13 --drift-kind device`): the drift suite
+fails and names `device`."""
 
 import json
 import os
@@ -28,7 +30,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     get_settings.cache_clear()
     # Wide enough that the summary table's cells are not wrapped.
     monkeypatch.setattr(cli.console, "width", 220)
-    result = CliRunner().invoke(cli.app, ["demo"])
+    result = CliRunner().invoke(cli.app, ["demo", "--drift-day", "13", "--drift-kind", "device"])
     assert result.exit_code == 0, result.output
     assert "online store answers PING: True" in result.output
     assert "stopped redis-server" in result.output
@@ -109,6 +111,11 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings_env, monkeypatc
     assert [o["passed"] for o in outcomes] == [not o["reasons"] for o in outcomes]
     assert figures["validation"]["passed"] == all(o["passed"] for o in outcomes)
     assert "day_of_week" in figures["validation"]["drift_not_judged"]["ctr"]
+    # The live day's device mix moved: the drift suite fails and names the input.
+    assert figures["drift"] == {"day": 13, "kind": "device"}
+    drift_outcomes = [o for o in outcomes if o["suite"] == "drift"]
+    assert drift_outcomes and not all(o["passed"] for o in drift_outcomes), drift_outcomes
+    assert "device" in figures["validation"]["drifted"]["ctr"], figures["validation"]
 
 
 def alive(pid: int) -> bool:
