@@ -5,10 +5,13 @@
 - ``quality``: every feature view's offline table (:mod:`validation.quality`); streamed
   views are checked when their push log exists;
 - ``drift`` and ``calibration``, per task (``ctr``, ``cvr``): the model the alias (default
-  ``champion``) points to in the registry, its reference profile, and recent labelled
-  traffic: the impressions of the last ``days`` whole days whose labels are final at the
-  end of the log, joined through Feast with the model's feature service (``--current``
-  gives drift a Parquet file of model inputs instead, e.g. a large table for Spark);
+  ``champion``) points to in the registry, its reference profile, and recent traffic
+  joined through Feast with the model's feature service. Drift judges inputs, which need
+  no label: the impressions of the log's last ``days`` whole days (the newest traffic,
+  the day after the model's training set when the model is fresh). Calibration needs
+  final labels: the last ``days`` whole days whose labels are final at the end of the
+  log (a day earlier for CTR, a week for CVR). ``--current`` gives drift a Parquet file
+  of model inputs instead, e.g. a large table for Spark;
 - ``skew``: the newest rows of the scorer's served log, recomputed through Feast.
 
 Everything is written under ``<reports>/validation/``: ``summary.json`` (also kept as
@@ -87,15 +90,24 @@ def load_reference(settings: Settings, model: ResolvedModel) -> drift.Reference:
 
 
 def recent_traffic(
-    settings: Settings, manifest: Manifest, days: int = 1, seed: int = 0
+    settings: Settings, manifest: Manifest, days: int = 1, seed: int = 0, labelled: bool = True
 ) -> pd.DataFrame:
-    """Labelled impressions of the last ``days`` whole days with a final label, with the
-    model's features as Feast's point-in-time join returns them."""
+    """Impressions of the last ``days`` whole days, with the model's features as Feast's
+    point-in-time join returns them: days whose labels are final at the end of the log
+    (``labelled``), else the log's newest whole days, labels as they stand (for checks
+    of the inputs only)."""
     task = cast(Task, manifest.task)
     _, cutoff = dataset.log_range(settings.data_root)
-    end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
+    if labelled:
+        end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
+        final_at = cutoff
+    else:
+        # The log's last day (cutoff is the midnight after its last impression), every
+        # impression read as if its label window had closed: the inputs need no label.
+        end = cutoff
+        final_at = cutoff + label_window(task)
     start = end - timedelta(days=days)
-    rows, _ = labelled_impressions(settings.data_root, task, start, end, cutoff)
+    rows, _ = labelled_impressions(settings.data_root, task, start, end, final_at)
     if rows.empty:
         raise ValueError(f"no {task} impressions with a final label in [{start}, {end})")
     if len(rows) > MAX_TRAFFIC_ROWS:
@@ -164,15 +176,18 @@ def validate(
         models = {task: registry.resolve(settings, MODEL_NAMES[task], alias) for task in tasks}
     for task in tasks if {"drift", "calibration"} & set(suites) else ():
         model = models[task]
-        status(f"{task}: recent labelled traffic through Feast")
-        traffic = recent_traffic(settings, model.manifest, days)
+        status(f"{task}: recent traffic through Feast")
         reference = load_reference(settings, model)
         if "drift" in suites:
+            newest = None
+            if current is None:
+                newest = recent_traffic(settings, model.manifest, days, labelled=False)
             summary.setdefault("drift", {})[task], found = check_drift(
-                context, model, traffic, reference, current
+                context, model, newest, reference, current
             )
             outcome("drift", f"{task} v{model.version}", found)
         if "calibration" in suites:
+            traffic = recent_traffic(settings, model.manifest, days)
             summary.setdefault("calibration", {})[task], found = check_calibration(
                 context, model, traffic, reference
             )
@@ -203,17 +218,20 @@ def check_quality(context: Context, as_of: datetime) -> tuple[list[dict], list[s
 def check_drift(
     context: Context,
     model: ResolvedModel,
-    traffic: pd.DataFrame,
+    traffic: pd.DataFrame | None,
     reference: drift.Reference,
     current: Path | None,
 ) -> tuple[dict, list[str]]:
-    """The model's inputs and predictions on recent traffic against its reference."""
+    """The model's inputs on ``traffic`` (or the ``current`` Parquet file) against its
+    reference."""
     task = model.manifest.task
     context.status(f"{task}: drift of {len(drift.model_inputs(model.manifest.feature_map))} inputs")
     frame: Any = traffic
     spark = context.spark
     if current is not None:
         frame = spark.read.parquet(str(current)) if spark else pd.read_parquet(current)
+    elif traffic is None:
+        raise ValueError("drift needs recent traffic or a --current file")
     elif spark is not None:
         frame = spark_frame(spark, traffic, reference)
     report = drift.run(context.runner, reference, frame, context.thresholds)
