@@ -367,7 +367,7 @@ def next_day(seeds: int, knob_seeds: int, workdir: Path) -> dict:
     # Of the days a case was flagged on, the share with its drifted input ranked first.
     ranked_first = {
         case: sum(d["drifted"][0].startswith(name) for d in days[case] if d["drifted"])
-        / max(sum(bool(d["drifted"]) for d in days[case]), 1)
+        / flagged_days if (flagged_days := sum(bool(d["drifted"]) for d in days[case])) else None
         for case, name in expected.items() if name is not None and case in days
     }  # fmt: skip
     flagged: dict[str, int] = {}
@@ -472,7 +472,7 @@ def section(figures: dict, command: str) -> list[str]:
                 f"{pct(found['second_live_day'])} of second ones"
                 + (f"; the drifted input ranked first on {pct(nd['ranked_first_rate'][case])} of "
                    "the days flagged"
-                   if case in nd["ranked_first_rate"] else "")
+                   if case in nd["ranked_first_rate"] and any(found.values()) else "")
             )  # fmt: skip
         pooled = nd["pooled_reference"]
         if not met:
