@@ -13,7 +13,14 @@ Feast repo produce the CTR training rows; the drifted world's days after the kno
 compared with the control world's same days. The false-alarm rate comes from
 same-distribution splits of the control world's rows over many seeds.
 
-    python -m bench.validation [--rows 1000000 10000000] [--seeds 50] [--parts timing detection]
+Next day. As a user meets the drift suite: the demo's world at a quarter of its scale
+(13 days before the live one), a model's reference written from its training set, then
+each of the next two days against it. Undrifted worlds give the false alarms; worlds
+drifting from the first live day (device, interest, price) and a feature stuck at its
+fill value give the detections.
+
+    python -m bench.validation [--rows 1000000 10000000] [--seeds 50]
+        [--parts timing detection next_day] [--knob-seeds 5]
 """
 
 from __future__ import annotations
