@@ -92,10 +92,10 @@ def load_reference(settings: Settings, model: ResolvedModel) -> drift.Reference:
 def recent_traffic(
     settings: Settings, manifest: Manifest, days: int = 1, seed: int = 0, labelled: bool = True
 ) -> pd.DataFrame:
-    """Impressions of the last ``days`` whole days, with the model's features as Feast's
-    point-in-time join returns them: days whose labels are final at the end of the log
-    (``labelled``), else the log's newest whole days, labels as they stand (for checks
-    of the inputs only)."""
+    """Impressions of the last ``days`` days, with the model's features as Feast's
+    point-in-time join returns them: whole days whose labels are final at the end of the
+    log (``labelled``), else the log's last days, labels as they stand (for checks of the
+    inputs only; the last day is partial when the log ends within it)."""
     task = cast(Task, manifest.task)
     _, cutoff = dataset.log_range(settings.data_root)
     if labelled:
@@ -109,7 +109,8 @@ def recent_traffic(
     start = end - timedelta(days=days)
     rows, _ = labelled_impressions(settings.data_root, task, start, end, final_at)
     if rows.empty:
-        raise ValueError(f"no {task} impressions with a final label in [{start}, {end})")
+        final = " with a final label" if labelled else ""
+        raise ValueError(f"no {task} impressions{final} in [{start}, {end})")
     if len(rows) > MAX_TRAFFIC_ROWS:
         rows = rows.sample(MAX_TRAFFIC_ROWS, random_state=seed).sort_values("event_timestamp")
     rows = dataset.add_request_features(rows)

@@ -64,14 +64,12 @@ def resampled(p: np.ndarray, draws: int, seed: int) -> dict:
         ece.append(metrics.ece_equal_width(y, p))
         ece_q.append(metrics.ece_quantile(y, p))
         ratio.append(metrics.calibration_ratio(y, p))
+    gate = np.array([
+        metrics.gate({"ece": e, "ece_quantile": q, "calibration_ratio": r}).passed
+        for e, q, r in zip(ece, ece_q, ratio, strict=True)
+    ])  # fmt: skip
     ece, ece_q, ratio = (np.asarray(v) for v in (ece, ece_q, ratio))
     low, high = metrics.GATE_CALIBRATION_RATIO
-    gate = (
-        (ece <= metrics.GATE_MAX_ECE)
-        & (ece_q <= metrics.GATE_MAX_ECE)
-        & (ratio >= low)
-        & (ratio <= high)
-    )
     goal = (ece_q <= GOAL_ECE_QUANTILE) & (ratio >= GOAL_RATIO[0]) & (ratio <= GOAL_RATIO[1])
 
     def spread(values: np.ndarray) -> dict:

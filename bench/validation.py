@@ -371,12 +371,13 @@ def next_day(seeds: int, knob_seeds: int, workdir: Path) -> dict:
             for case in (*NEXT_DAY_KNOBS, "broken_feature")
         }
 
-    # Of the days a case was flagged on, the share with its drifted input ranked first.
-    ranked_first = {
-        case: sum(d["drifted"][0].startswith(name) for d in days[case] if d["drifted"])
-        / flagged_days if (flagged_days := sum(bool(d["drifted"]) for d in days[case])) else None
-        for case, name in expected.items() if name is not None and case in days
-    }  # fmt: skip
+    def ranked_first(case: str, name: str) -> float | None:
+        """Of the days ``case`` was flagged on, the share with ``name`` ranked first."""
+        flagged_days = [d["drifted"] for d in days[case] if d["drifted"]]
+        if not flagged_days:
+            return None
+        return sum(drifted[0].startswith(name) for drifted in flagged_days) / len(flagged_days)
+
     flagged: dict[str, int] = {}
     for d in days["control"]:
         for name in d["drifted"]:
@@ -389,7 +390,11 @@ def next_day(seeds: int, knob_seeds: int, workdir: Path) -> dict:
         "next_day_false_alarm_rate": rate("control", 1),
         "second_day_false_alarm_rate": rate("control", 2),
         "detection_rate": detections(),
-        "ranked_first_rate": ranked_first,
+        "ranked_first_rate": {
+            case: ranked_first(case, name)
+            for case, name in expected.items()
+            if name is not None and case in days
+        },
         "control_inputs_flagged": flagged,
         "seeds": seeds,
         "knob_seeds": knob_seeds,

@@ -101,6 +101,10 @@ class SimulationConfig:
                 f"drift_kind must be one of {', '.join(DRIFT_KINDS)}, not {self.drift_kind!r}"
             )
 
+    def drifts(self, kind: str, day: int) -> bool:
+        """Whether the ``kind`` drift knob has changed the world on ``day``."""
+        return self.drift_day is not None and day >= self.drift_day and self.drift_kind == kind
+
     @property
     def start_micros(self) -> int:
         return instant_micros(self.start)
@@ -163,7 +167,7 @@ class World:
 
     def affinity_on(self, day: int) -> np.ndarray:
         cfg = self.config
-        if cfg.drift_day is None or day < cfg.drift_day or cfg.drift_kind != "interest":
+        if not cfg.drifts("interest", day):
             return self.user_affinity
         if self._drifted_affinity is None:
             shifted = self.user_affinity.copy()
@@ -188,14 +192,10 @@ class World:
         return self._category_cdf[drifted]
 
     def device_mix_on(self, day: int) -> np.ndarray:
-        cfg = self.config
-        drifted = cfg.drift_day is not None and day >= cfg.drift_day and cfg.drift_kind == "device"
-        return DEVICE_MIX_DRIFTED if drifted else DEVICE_MIX
+        return DEVICE_MIX_DRIFTED if self.config.drifts("device", day) else DEVICE_MIX
 
     def bid_factor_on(self, day: int) -> float:
-        cfg = self.config
-        drifted = cfg.drift_day is not None and day >= cfg.drift_day and cfg.drift_kind == "price"
-        return PRICE_DRIFT if drifted else 1.0
+        return PRICE_DRIFT if self.config.drifts("price", day) else 1.0
 
 
 def build_world(config: SimulationConfig) -> World:

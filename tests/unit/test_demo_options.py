@@ -29,12 +29,13 @@ def test_drift_options_reach_the_simulation(monkeypatch):
     seen = {}
 
     def run(settings, console, drift_day, drift_kind):
-        seen["config"] = demo.simulation_config(0.02, drift_day, drift_kind)
+        seen.update(day=drift_day, kind=drift_kind)
         return []
 
     monkeypatch.setattr(demo, "run", run)
     result = CliRunner().invoke(cli.app, ["demo", "--drift-day", "13", "--drift-kind", "price"])
     assert result.exit_code == 0, result.output
-    config = seen["config"]
+    assert seen == {"day": 13, "kind": "price"}
+    config = demo.simulation_config(0.02, seen["day"], seen["kind"])
     assert (config.drift_day, config.drift_kind, config.days) == (13, "price", demo.DAYS)
     assert demo.simulation_config(0.02).drift_day is None
