@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from feast import FeatureStore
 
 from artifact import registry as registry_read
 from artifact.feature_map import FeatureMap
@@ -34,7 +35,7 @@ from pipelines.ingest import IngestReport
 from training import dataset, registry
 from training.dataset import TrainingSet
 from training.export import write_artifact
-from training.labels import Task
+from training.labels import Task, label_window, labelled_impressions
 from training.models import ModelConfig
 from training.plots import plot_reliability, plot_roc
 from training.train import TrainConfig, TrainedModel, train_and_evaluate
@@ -166,7 +167,7 @@ def train(
     artifact_dir = settings.state_dir / "models" / task / stamp
     manifest = write_artifact(trained, training_set, artifact_dir).with_validation(validation)
     manifest.write(artifact_dir)
-    write_reference(training_set, manifest, artifact_dir)
+    write_reference(settings, training_set, manifest, artifact_dir)
     report_dir = settings.reports_dir / "training" / task
     report_dir.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -215,6 +216,17 @@ def check_training_set(
     }
 
 
+def reference_start(end: datetime, origin: datetime, feature_map: FeatureMap) -> datetime:
+    """Where a drift reference ending at ``end`` starts: ``REFERENCE_DAYS`` before it, no
+    earlier than the model's longest window is full (on a log starting at ``origin``),
+    unless that leaves less than a day."""
+    windows = [
+        contract.WINDOW_OF[n].length for n in feature_map.dense_names if n in contract.WINDOW_OF
+    ]
+    start = max(end - REFERENCE_DAYS, origin + max(windows, default=timedelta(0)))
+    return max(min(start, end - timedelta(days=1)), origin)
+
+
 def reference_rows(
     training_set: TrainingSet, feature_map: FeatureMap
 ) -> tuple[pd.DataFrame, timedelta]:
@@ -224,27 +236,92 @@ def reference_rows(
     and the log their earliest row had."""
     frame = training_set.frame
     times = frame["event_timestamp"]
-    end = times.max().to_pydatetime()
     origin = training_set.history_start or training_set.splits.start
-    windows = [
-        contract.WINDOW_OF[n].length for n in feature_map.dense_names if n in contract.WINDOW_OF
-    ]
-    start = max(end - REFERENCE_DAYS, origin + max(windows, default=timedelta(0)))
-    start = max(min(start, end - timedelta(days=1)), origin)
+    start = reference_start(times.max().to_pydatetime(), origin, feature_map)
     return frame[times >= start], start - origin
 
 
-def write_reference(training_set: TrainingSet, manifest: Manifest, directory: Path) -> Path:
-    """The drift reference: the model's inputs and its predictions on the training set's
-    last days (``reference_rows``), profiled and saved beside the model (registered
-    with it)."""
-    rows, history = reference_rows(training_set, manifest.feature_map)
+def log_cutoff(training_set: TrainingSet) -> datetime:
+    """The instant the training set's labels were read at: the end of the log it saw."""
+    return pd.Timestamp(training_set.labels.cutoff).tz_convert(UTC).to_pydatetime()
+
+
+# A training set whose last row is further than this from the end of its log (a label
+# window of days: the CVR model's click and attribution windows) is not the traffic the
+# next day follows; its reference is read from the log's last days instead.
+LABEL_LAG_LIMIT = timedelta(days=1)
+
+
+def recent_impressions(
+    settings: Settings,
+    task: Task,
+    feature_service: str,
+    start: datetime,
+    end: datetime,
+    max_rows: int,
+    seed: int = 0,
+    labels_at: datetime | None = None,
+) -> pd.DataFrame:
+    """Impressions shown in ``[start, end)`` whose label is final at ``labels_at``, with
+    the feature service's values from Feast's point-in-time join, as the scorer would
+    have read them; at most ``max_rows``, sampled before the join. Without ``labels_at``
+    every impression, labels as they stand (their windows read as closed). Raises
+    ValueError when the log has none there."""
+    final_at = end + label_window(task) if labels_at is None else labels_at
+    rows, _ = labelled_impressions(settings.data_root, task, start, end, final_at)
+    if rows.empty:
+        final_label = "" if labels_at is None else " with a final label"
+        raise ValueError(f"no {task} impressions{final_label} in [{start}, {end})")
+    if len(rows) > max_rows:
+        rows = rows.sample(max_rows, random_state=seed).sort_values("event_timestamp")
+    rows = dataset.add_request_features(rows)
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    service = store.get_feature_service(feature_service)
+    joined = store.get_historical_features(entity_df=rows, features=service).to_df()
+    return joined.reset_index(drop=True)
+
+
+def reference_source(
+    settings: Settings, training_set: TrainingSet, feature_map: FeatureMap, feature_service: str
+) -> tuple[pd.DataFrame, timedelta, str]:
+    """The rows a model's drift reference profiles, the log their earliest row had, and
+    where they come from. The next day follows the end of the log, so the reference is
+    the log's last days: the training set's own rows when they reach within a day of the
+    log's end (a CTR set, whose click window is an hour), else (a CVR set, whose labels
+    close days later) the log's impressions of those days read through Feast, labels as
+    they stand: the inputs need none."""
+    rows, history = reference_rows(training_set, feature_map)
+    end = log_cutoff(training_set)
+    last = training_set.frame["event_timestamp"].max().to_pydatetime()
+    if end - last <= LABEL_LAG_LIMIT:
+        return rows, history, "training set"
+    origin = training_set.history_start or training_set.splits.start
+    start = reference_start(end, origin, feature_map)
+    recent = recent_impressions(
+        settings, training_set.task, feature_service, start, end, REFERENCE_ROWS
+    )
+    return recent, start - origin, "log through Feast"
+
+
+def write_reference(
+    settings: Settings, training_set: TrainingSet, manifest: Manifest, directory: Path
+) -> Path:
+    """The drift reference: the model's inputs and its predictions on the log's last days
+    (``reference_source``), profiled and saved beside the model (registered with it)."""
+    rows, history, source = reference_source(
+        settings, training_set, manifest.feature_map, manifest.feature_service
+    )
     if len(rows) > REFERENCE_ROWS:
         rows = rows.sample(REFERENCE_ROWS, random_state=0)
     judged = rows[rows["click"] == 1] if training_set.task == "cvr" else rows
-
     predictions = score(session(directory / "model.onnx"), manifest, judged)
     profile = reference_profile(rows, manifest.task, manifest.feature_map, predictions, history)
+    times = rows["event_timestamp"]
+    profile.window = {
+        "start": times.min().isoformat(),
+        "end": times.max().isoformat(),
+        "source": source,
+    }
     return profile.write(directory)
 
 

@@ -35,7 +35,7 @@ import pyarrow as pa
 import redis
 from feast import FeatureStore
 
-from adstack.flows import dataset_dir, reference_rows
+from adstack.flows import dataset_dir, recent_impressions, reference_rows
 from artifact import registry
 from artifact.manifest import Manifest
 from artifact.registry import CHAMPION, MODEL_NAMES, ResolvedModel
@@ -45,7 +45,7 @@ from core.settings import Settings
 from core.spark import spark_session
 from feature_repo import contract
 from training import dataset
-from training.labels import Task, label_window, labelled_impressions
+from training.labels import Task, label_window
 from validation import calibration, drift, quality, skew
 from validation.gx import ENGINES, Runner
 from validation.plots import plot_drift
@@ -99,25 +99,20 @@ def recent_traffic(
     task = cast(Task, manifest.task)
     _, cutoff = dataset.log_range(settings.data_root)
     if labelled:
+        # The whole days whose label window closed before the log's end.
         end = pd.Timestamp(cutoff - label_window(task)).floor("D").to_pydatetime()
-        final_at = cutoff
     else:
-        # The log's last day (cutoff is the midnight after its last impression), every
-        # impression read as if its label window had closed: the inputs need no label.
-        end = cutoff
-        final_at = cutoff + label_window(task)
-    start = end - timedelta(days=days)
-    rows, _ = labelled_impressions(settings.data_root, task, start, end, final_at)
-    if rows.empty:
-        final = " with a final label" if labelled else ""
-        raise ValueError(f"no {task} impressions{final} in [{start}, {end})")
-    if len(rows) > MAX_TRAFFIC_ROWS:
-        rows = rows.sample(MAX_TRAFFIC_ROWS, random_state=seed).sort_values("event_timestamp")
-    rows = dataset.add_request_features(rows)
-    store = FeatureStore(repo_path=str(settings.feature_repo))
-    service = store.get_feature_service(manifest.feature_service)
-    joined = store.get_historical_features(entity_df=rows, features=service).to_df()
-    return joined.reset_index(drop=True)
+        end = cutoff  # the midnight after the log's last impression
+    return recent_impressions(
+        settings,
+        task,
+        manifest.feature_service,
+        end - timedelta(days=days),
+        end,
+        MAX_TRAFFIC_ROWS,
+        seed,
+        labels_at=cutoff if labelled else None,
+    )
 
 
 @dataclass

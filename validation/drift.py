@@ -103,6 +103,8 @@ class Reference:
     # against the others (see day_spread); the checks allow a multiple of that.
     spread: dict[str, dict[str, Any]] = field(default_factory=dict)
     days: int = 0  # whole days the spread was measured on
+    # The profiled rows' first and last instants and where they came from.
+    window: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +115,7 @@ class Reference:
             "not_judged": dict(self.not_judged),
             "spread": self.spread,
             "days": self.days,
+            "window": dict(self.window),
         }
 
     @classmethod
@@ -126,6 +129,7 @@ class Reference:
             dict(data.get("not_judged", {})),
             dict(data.get("spread", {})),
             int(data.get("days", 0)),
+            dict(data.get("window", {})),
         )
 
     def write(self, directory: Path) -> Path:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from feast import FeatureStore
 
@@ -30,6 +31,7 @@ from training import registry as training_registry
 from training.export import PARITY_TOLERANCE
 from training.models import ModelConfig
 from training.train import TrainConfig, predict
+from validation import drift
 
 CONFIG = SimulationConfig(days=12, users=2_000, ads=150, impressions_per_day=20_000, seed=3)
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -149,6 +151,9 @@ def test_ctr_model_trains_exports_with_parity_and_registers(
 ) -> None:
     settings = get_settings()
     run = train(settings, "ctr", "dcn", epochs=2, training_set=ctr_set)
+    # A CTR set reaches within its click window of the log's end: its reference is the
+    # set's own last days.
+    assert drift.Reference.read(run.artifact_dir).window["source"] == "training set"
     manifest = run.manifest
     assert manifest.parity["ctr"] <= PARITY_TOLERANCE
     assert manifest.parity["rows"] == min(4096, len(ctr_set.part("test")))
@@ -263,6 +268,13 @@ def test_esmm_conversion_model_trains_and_exports(project: Path) -> None:
     assert cvr_set.frame["event_timestamp"].max() < END - dataset.label_window("cvr")
     run = train(settings, "cvr", "esmm", epochs=2, training_set=cvr_set, promote=False)
     assert run.manifest.outputs == ["ctr_logit", "cvr_logit"]
+    # Its labels end days before the log does; the drift reference is the log's last
+    # days (the traffic the next day follows), read through Feast.
+    reference = drift.Reference.read(run.artifact_dir)
+    assert reference.window["source"] == "log through Feast"
+    assert pd.Timestamp(reference.window["end"]) > END - timedelta(days=1)
+    assert pd.Timestamp(reference.window["start"]) > cvr_set.frame["event_timestamp"].max()
+    assert reference.rows > 1000 and reference.prediction is not None
     assert max(run.manifest.parity[k] for k in ("ctr", "cvr")) <= PARITY_TOLERANCE
     test = cvr_set.part("test")
     clicked = test[test["click"] == 1]
