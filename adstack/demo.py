@@ -442,6 +442,8 @@ def write_summary(
         "models": {
             task: {
                 "version": entry["run"].registration.version,
+                "champion": entry["run"].registration.champion,
+                "gate_reasons": list(entry["run"].registration.gate_reasons),
                 "test": entry["run"].manifest.metrics["test"],
                 "ceiling": entry["ceiling"],
             }

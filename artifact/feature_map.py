@@ -10,7 +10,9 @@ sees in production are computed by the code it was trained with.
   rows of buckets no training id reached are set to the out-of-vocabulary row, so an
   unseen id scores exactly like a missing one rather than like an arbitrary trained id.
 - Strings and small integer features (hour, day of week, position) use a vocabulary of
-  the values seen at least ``min_count`` times; everything else maps to index 0.
+  the values seen at least ``min_count`` times (2 by default: a value seen once has no
+  second example to tell it from noise, so it shares index 0, as a one-hot baseline
+  pools its singletons into one "rare" column); everything else maps to index 0.
 - Dense features: ``log1p`` when the training values are non-negative and reach above
   1 (counts, spend, ages), identity otherwise (rates); missing values are filled (0 for
   counts, whose absence means nothing happened; the training mean for rates, whose
@@ -177,7 +179,7 @@ class FeatureMap:
         categorical: list[str],
         dense: list[str],
         count_like: set[str],
-        min_count: int = 5,
+        min_count: int = 2,
         max_vocabulary: int = 10_000,
         buckets_per_id: int = 4,
         max_buckets: int = 1 << 20,

@@ -60,7 +60,7 @@ def test_feature_map_oov_missing_and_stable_hashing() -> None:
     train = pd.DataFrame(
         {
             "user_id": np.arange(1, 101, dtype=np.int64),
-            "device": ["mobile"] * 60 + ["desktop"] * 38 + ["rare"] * 2,
+            "device": ["mobile"] * 60 + ["desktop"] * 39 + ["rare"],
             "clicks_7d": np.arange(100, dtype=np.int64),
             "ctr_7d": [np.nan, *np.linspace(0, 0.1, 99)],
         }
