@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python -m bench.serving --workdir /tmp/adstack-bench-serving
 	$(BIN)/python -m bench.soak --seconds 1800
 	$(BIN)/python -m bench.validation
+	$(BIN)/python -m bench.first_run
 	$(BIN)/python -m bench.report
 
 # A small version of each benchmark, a smoke check that they all still run: under 10

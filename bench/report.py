@@ -47,7 +47,7 @@ ROWS = (
     "simulator", "ingest", "materialize", "batch_features", "stream_throughput",
     "stream_freshness", "stream_offline_append", "quality_sim_ctr", "train_throughput",
     "quality_sim_cvr", "calibration_noise", "quality_talkingdata", "quality_open_bandit",
-    "leakage_gap", "serving", "validation", "soak", "demo",
+    "leakage_gap", "serving", "validation", "soak", "demo", "first_run",
 )  # fmt: skip
 # A results file recorded before its benchmark's method changed lacks the key the
 # current script writes; its rows say so until the benchmark is rerun.
