@@ -306,14 +306,20 @@ def reference_source(
 def write_reference(
     settings: Settings, training_set: TrainingSet, manifest: Manifest, directory: Path
 ) -> Path:
-    """The drift reference: the model's inputs and its predictions on the log's last days
-    (``reference_source``), profiled and saved beside the model (registered with it)."""
+    """The drift reference, saved beside the model (registered with it): the model's
+    inputs on the log's last days (``reference_source``: what the drift suite compares
+    the next day with) and its predictions on the training set's last days (what the
+    calibration suite compares its labelled traffic with; for a CVR model that traffic
+    is as old as the set's labels, a week before the log's end)."""
     rows, history, source = reference_source(
         settings, training_set, manifest.feature_map, manifest.feature_service
     )
     if len(rows) > REFERENCE_ROWS:
         rows = rows.sample(REFERENCE_ROWS, random_state=0)
-    judged = rows[rows["click"] == 1] if training_set.task == "cvr" else rows
+    labelled, _ = reference_rows(training_set, manifest.feature_map)
+    if len(labelled) > REFERENCE_ROWS:
+        labelled = labelled.sample(REFERENCE_ROWS, random_state=0)
+    judged = labelled[labelled["click"] == 1] if training_set.task == "cvr" else labelled
     predictions = score(session(directory / "model.onnx"), manifest, judged)
     profile = reference_profile(rows, manifest.task, manifest.feature_map, predictions, history)
     times = rows["event_timestamp"]

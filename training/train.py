@@ -99,7 +99,14 @@ def warming_up(training_set: TrainingSet) -> dict[str, str]:
     reasons = {}
     for f in training_set.features:
         window = contract.warming_up(f.name, history)
-        if window is not None:
+        if window is None:
+            continue
+        if f.name in contract.AGE_FEATURES:
+            reasons[f.name] = (
+                f"warming up: an age, measured from the log's first day until the log is "
+                f"longer than {window.label} ({days:.1f} days before the test period)"
+            )
+        else:
             reasons[f.name] = (
                 f"warming up: its {window.label} window is longer than the {days:.1f} days "
                 "of log before the test period"

@@ -134,3 +134,32 @@ def test_windows_longer_than_the_log_before_the_test_period_are_left_out_as_warm
     assert set(inputs(3, None).left_out) == {
         f.name for f in features if f.name.endswith(("_7d", "_30d"))
     }
+
+
+def test_an_age_is_left_out_while_the_log_is_shorter_than_the_longest_window() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from feature_repo import contract
+    from training import dataset
+    from training.labels import LabelReport
+    from training.train import warming_up
+
+    age = contract.AD_AGE.name
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pd.DataFrame({"event_timestamp": [start], "click": [0], "split": ["train"]})
+    features = [dataset.ServiceFeature("ad_daily", age, contract.FLOAT64)]
+
+    def reasons(days_before_test: int) -> dict[str, str]:
+        test = start + timedelta(days=days_before_test)
+        splits = dataset.Split(start, test - timedelta(days=1), test, test + timedelta(days=1))
+        labels = LabelReport("ctr", 1, 0, 0, 1, 0, 0, str(start))
+        ts = dataset.TrainingSet(frame, "ctr", "x", features, splits, labels, (), start)
+        return warming_up(ts)
+
+    # Six days of log: every ad there on the first day shows the log's length as its age.
+    assert reasons(6)[age] == (
+        "warming up: an age, measured from the log's first day until the log is longer "
+        "than 30d (6.0 days before the test period)"
+    )
+    assert contract.warming_up(age, timedelta(days=29)) == contract.AGE_HORIZON
+    assert reasons(31) == {} and contract.warming_up(age, timedelta(days=31)) is None
