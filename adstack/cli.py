@@ -514,7 +514,10 @@ def audit_leakage(
 def train(
     model: Annotated[str, typer.Option(help=TASK_HELP, callback=_task)] = "ctr",
     kind: Annotated[
-        str | None, typer.Option(help="Architecture: dcn or lr for ctr; esmm for cvr.")
+        str | None,
+        typer.Option(
+            help="Architecture: dcn (default), deepfm, widedeep or lr for ctr; esmm for cvr."
+        ),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 4,
     promote: Annotated[

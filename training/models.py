@@ -9,6 +9,11 @@ standardised values. Losses live in the training loop, not here.
 - :class:`DCNv2`: embeddings and dense values concatenated, then a stack of full-rank
   cross layers (x_{l+1} = x_0 * (W x_l + b) + x_l) in parallel with an MLP (Wang et al.,
   DCN V2, 2021).
+- :class:`DeepFM`: first-order weights, a factorisation machine's pairwise interactions
+  of every field's embedding (dense values scale a learnt vector each) and an MLP over
+  the same embeddings, summed into one logit (Guo et al., 2017).
+- :class:`WideAndDeep`: first-order weights (the wide part) plus an MLP over embeddings
+  and dense values (the deep part), trained jointly (Cheng et al., 2016).
 - :class:`ESMM`: two DCN-v2 towers over one shared embedding; the CTR tower is trained
   on pCTR and the product pCTR x pCVR on pCTCVR over all impressions, so pCVR is learnt
   over the whole impression space, not only the clicked sample (Ma et al., 2018).
@@ -26,7 +31,7 @@ from torch import nn
 class ModelConfig:
     """Architecture; saved in the manifest so a model can be rebuilt from its numbers."""
 
-    kind: str = "dcn"  # "lr", "dcn" or "esmm"
+    kind: str = "dcn"  # "lr", "dcn", "deepfm", "widedeep" or "esmm"
     embedding_dim: int = 16
     cross_layers: int = 3
     hidden: tuple[int, ...] = (256, 128)
@@ -97,10 +102,11 @@ class DCNTower(nn.Module):
         return self.head(torch.cat([self.cross(x), self.deep(x)], dim=1)).squeeze(1)
 
 
-class LogisticRegression(nn.Module):
-    """sparse (B, S), dense (B, D) -> logit (B,)"""
+class FirstOrder(nn.Module):
+    """One weight per sparse value plus a linear dense part: sparse (B, S), dense (B, D)
+    -> (B,)"""
 
-    def __init__(self, cardinalities: list[int], dense_dim: int, config: ModelConfig) -> None:
+    def __init__(self, cardinalities: list[int], dense_dim: int) -> None:
         super().__init__()
         self.weights = FieldEmbedding(cardinalities, 1)
         nn.init.zeros_(self.weights.table.weight)
@@ -108,6 +114,71 @@ class LogisticRegression(nn.Module):
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.weights(sparse).sum(dim=(1, 2)) + self.linear(dense).squeeze(1)
+
+
+class DenseEmbedding(nn.Module):
+    """Each dense value scales a learnt vector of its own. dense (B, D) -> (B, D, dim)"""
+
+    def __init__(self, dense_dim: int, dim: int) -> None:
+        super().__init__()
+        self.vectors = nn.Parameter(torch.randn(dense_dim, dim) * 0.01)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return dense.unsqueeze(2) * self.vectors
+
+
+def pairwise_interactions(fields: torch.Tensor) -> torch.Tensor:
+    """A factorisation machine's sum over field pairs of <v_i, v_j>, in linear time:
+    half of (sum v)^2 - sum v^2. fields (B, F, dim) -> (B,)"""
+    square_of_sum = fields.sum(dim=1).pow(2)
+    sum_of_squares = fields.pow(2).sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+
+
+class LogisticRegression(nn.Module):
+    """sparse (B, S), dense (B, D) -> logit (B,)"""
+
+    def __init__(self, cardinalities: list[int], dense_dim: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.first_order = FirstOrder(cardinalities, dense_dim)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.first_order(sparse, dense)
+
+
+class DeepFM(nn.Module):
+    """sparse (B, S), dense (B, D) -> logit (B,)"""
+
+    def __init__(self, cardinalities: list[int], dense_dim: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.first_order = FirstOrder(cardinalities, dense_dim)
+        self.embedding = FieldEmbedding(cardinalities, config.embedding_dim)
+        self.dense_embedding = DenseEmbedding(dense_dim, config.embedding_dim)
+        dim = (len(cardinalities) + dense_dim) * config.embedding_dim
+        self.deep = MLP(dim, config.hidden, config.dropout)
+        self.head = nn.Linear(self.deep.out_dim, 1)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        fields = torch.cat([self.embedding(sparse), self.dense_embedding(dense)], dim=1)
+        deep = self.head(self.deep(fields.flatten(1))).squeeze(1)
+        return self.first_order(sparse, dense) + pairwise_interactions(fields) + deep
+
+
+class WideAndDeep(nn.Module):
+    """sparse (B, S), dense (B, D) -> logit (B,)"""
+
+    def __init__(self, cardinalities: list[int], dense_dim: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.wide = FirstOrder(cardinalities, dense_dim)
+        self.embedding = FieldEmbedding(cardinalities, config.embedding_dim)
+        self.deep = MLP(
+            len(cardinalities) * config.embedding_dim + dense_dim, config.hidden, config.dropout
+        )
+        self.head = nn.Linear(self.deep.out_dim, 1)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.embedding(sparse).flatten(1), dense], dim=1)
+        return self.wide(sparse, dense) + self.head(self.deep(x)).squeeze(1)
 
 
 class DCNv2(nn.Module):
@@ -142,7 +213,15 @@ class ESMM(nn.Module):
         return self.ctr_tower(x), self.cvr_tower(x)
 
 
-MODELS: dict[str, type[nn.Module]] = {"lr": LogisticRegression, "dcn": DCNv2, "esmm": ESMM}
+MODELS: dict[str, type[nn.Module]] = {
+    "lr": LogisticRegression,
+    "dcn": DCNv2,
+    "deepfm": DeepFM,
+    "widedeep": WideAndDeep,
+    "esmm": ESMM,
+}
+# The kinds that score one click logit (the CTR task); ESMM is the conversion model.
+CTR_KINDS = ("lr", "dcn", "deepfm", "widedeep")
 
 
 def build_model(config: ModelConfig, cardinalities: list[int], dense_dim: int) -> nn.Module:
@@ -151,8 +230,9 @@ def build_model(config: ModelConfig, cardinalities: list[int], dense_dim: int) -
     return MODELS[config.kind](cardinalities, dense_dim, config)
 
 
-def embedding_table(model: nn.Module) -> FieldEmbedding:
-    for module in model.modules():
-        if isinstance(module, FieldEmbedding):
-            return module
-    raise ValueError("model has no field embedding")
+def embedding_tables(model: nn.Module) -> list[FieldEmbedding]:
+    """Every per-value table of the model (embeddings, first-order weights)."""
+    tables = [module for module in model.modules() if isinstance(module, FieldEmbedding)]
+    if not tables:
+        raise ValueError("model has no field embedding")
+    return tables

@@ -36,7 +36,7 @@ from artifact.feature_map import HASH, Encoded, FeatureMap
 from artifact.metrics import Metrics, PeriodShift, evaluate
 from feature_repo import contract
 from training.dataset import TrainingSet
-from training.models import ModelConfig, build_model, embedding_table
+from training.models import CTR_KINDS, ModelConfig, build_model, embedding_tables
 
 ID_KEYS = ("user_id", "ad_id", "advertiser_id", "campaign_id")
 
@@ -349,20 +349,21 @@ def effective_batch_size(batch_size: int, rows: int) -> int:
 
 def retire_untrained_buckets(model: nn.Module, feature_map: FeatureMap, sparse: np.ndarray) -> int:
     """Point every hashed bucket no training id reached at the field's out-of-vocabulary
-    row (row 0), so an unseen id scores like a missing one. Returns the buckets reset."""
-    table = embedding_table(model)
-    offsets = table.offsets.tolist()
+    row (row 0), in every per-value table of the model, so an unseen id scores like a
+    missing one. Returns the rows reset."""
     reset = 0
     with torch.no_grad():
-        for column, spec in enumerate(feature_map.sparse):
-            if spec.kind != HASH:
-                continue
-            used = np.zeros(spec.buckets, dtype=bool)
-            used[np.unique(sparse[:, column])] = True
-            used[0] = True
-            unused = torch.from_numpy(np.flatnonzero(~used)) + offsets[column]
-            table.table.weight[unused] = table.table.weight[offsets[column]].clone()
-            reset += len(unused)
+        for table in embedding_tables(model):
+            offsets = table.offsets.tolist()
+            for column, spec in enumerate(feature_map.sparse):
+                if spec.kind != HASH:
+                    continue
+                used = np.zeros(spec.buckets, dtype=bool)
+                used[np.unique(sparse[:, column])] = True
+                used[0] = True
+                unused = torch.from_numpy(np.flatnonzero(~used)) + offsets[column]
+                table.table.weight[unused] = table.table.weight[offsets[column]].clone()
+                reset += len(unused)
     return reset
 
 
@@ -407,6 +408,8 @@ def train_and_evaluate(
     task = training_set.task
     if task == "cvr" and config.model.kind != "esmm":
         raise ValueError("the conversion model is ESMM (model kind 'esmm')")
+    if task == "ctr" and config.model.kind not in CTR_KINDS:
+        raise ValueError(f"a CTR model is one of {', '.join(CTR_KINDS)}, not {config.model.kind!r}")
     feature_map = fit_feature_map(training_set, config.keep_warming_up)
     parts = {split: training_set.part(split) for split in ("train", "calibration", "test")}
     for split, frame in parts.items():

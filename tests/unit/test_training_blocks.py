@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from artifact import calibration
 from artifact.feature_map import HASH, MISSING_INDEX, FeatureMap
 from artifact.metrics import auc, calibration_ratio, ece_equal_width, ece_quantile, field_ece, gate
-from training.models import ModelConfig, build_model
+from training.models import MODELS, ModelConfig, build_model, pairwise_interactions
 
 
 def test_auc_matches_sklearn_with_ties() -> None:
@@ -86,14 +88,48 @@ def test_feature_map_oov_missing_and_stable_hashing() -> None:
         again.transform(rows | {"user_id": np.array([1.0, 2.0, 2.0**60])})
 
 
-@pytest.mark.parametrize("kind", ["lr", "dcn", "esmm"])
-def test_models_return_logits_per_row(kind: str) -> None:
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_models_return_logits_per_row_and_export_to_onnx_with_parity(
+    kind: str, tmp_path: Path
+) -> None:
+    import onnxruntime
+
+    torch.manual_seed(0)
     model = build_model(ModelConfig(kind=kind, hidden=(8,)), [10, 5, 3], dense_dim=4)
-    sparse = torch.tensor([[0, 4, 2], [9, 0, 1]])
-    out = model(sparse, torch.zeros(2, 4))
+    for p in model.parameters():  # away from the zero initialisation of first-order weights
+        torch.nn.init.normal_(p, std=0.3)
+    model.eval()
+    sparse = torch.tensor([[0, 4, 2], [9, 0, 1], [3, 2, 0]])
+    dense = torch.randn(3, 4)
+    out = model(sparse, dense)
     outputs = out if isinstance(out, tuple) else (out,)
     assert len(outputs) == (2 if kind == "esmm" else 1)
-    assert all(o.shape == (2,) for o in outputs)
+    assert all(o.shape == (3,) for o in outputs)
+    # Every input changes the logit: no field is silently ignored.
+    for column in range(3):
+        moved = sparse.clone()
+        moved[:, column] = (moved[:, column] + 1) % torch.tensor([10, 5, 3])[column]
+        changed = model(moved, dense)
+        changed = changed if isinstance(changed, tuple) else (changed,)
+        assert not torch.allclose(changed[0], outputs[0]), (kind, column)
+    names = [f"logit_{i}" for i in range(len(outputs))]
+    path = tmp_path / f"{kind}.onnx"
+    torch.onnx.export(
+        model, (sparse, dense), str(path), input_names=["sparse", "dense"],
+        output_names=names, dynamic_axes={"sparse": {0: "b"}, "dense": {0: "b"}},
+        opset_version=17, dynamo=False,
+    )  # fmt: skip
+    got = onnxruntime.InferenceSession(str(path)).run(
+        None, {"sparse": sparse.numpy(), "dense": dense.numpy()}
+    )
+    for ours, theirs in zip(outputs, got, strict=True):
+        assert np.max(np.abs(ours.detach().numpy() - theirs)) < 1e-5
+
+
+def test_a_factorisation_machine_sums_every_pair_once() -> None:
+    fields = torch.randn(2, 4, 3)
+    pairs = sum((fields[:, i] * fields[:, j]).sum(dim=1) for i in range(4) for j in range(i + 1, 4))
+    assert torch.allclose(pairwise_interactions(fields), pairs, atol=1e-5)
 
 
 def test_the_gate_names_a_shift_between_periods() -> None:
