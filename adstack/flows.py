@@ -241,8 +241,12 @@ def reference_rows(
     return frame[times >= start], start - origin
 
 
-def log_cutoff(training_set: TrainingSet) -> datetime:
-    """The instant the training set's labels were read at: the end of the log it saw."""
+def log_end(training_set: TrainingSet) -> datetime:
+    """Where the log the training set was built from ends: the end of the impressions it
+    was asked for (capped at the instant its labels were read); the traffic after it is
+    what the model meets next."""
+    if training_set.impressions_end is not None:
+        return training_set.impressions_end
     return pd.Timestamp(training_set.labels.cutoff).tz_convert(UTC).to_pydatetime()
 
 
@@ -291,7 +295,7 @@ def reference_source(
     close days later) the log's impressions of those days read through Feast, labels as
     they stand: the inputs need none."""
     rows, history = reference_rows(training_set, feature_map)
-    end = log_cutoff(training_set)
+    end = log_end(training_set)
     last = training_set.frame["event_timestamp"].max().to_pydatetime()
     if end - last <= LABEL_LAG_LIMIT:
         return rows, history, "training set"

@@ -186,6 +186,10 @@ class TrainingSet:
     # The log's first day: a feature at instant t was computed on [history_start, t).
     # None (sets saved before it was recorded): the train split's start.
     history_start: datetime | None = None
+    # The end of the impressions the set was asked for (``[start, end)``, before label
+    # windows still open at the cut-off trimmed it): the traffic after it is what the
+    # model meets next. None (sets saved before it was recorded): the labels' cut-off.
+    impressions_end: datetime | None = None
 
     @property
     def history_before_test(self) -> timedelta:
@@ -211,6 +215,9 @@ class TrainingSet:
             "labels": self.labels.as_dict(),
             "context": [{"name": f.name, "kind": f.kind} for f in self.context],
             "history_start": None if self.history_start is None else self.history_start.isoformat(),
+            "impressions_end": None
+            if self.impressions_end is None
+            else self.impressions_end.isoformat(),
         }
 
 
@@ -248,6 +255,7 @@ def build(
             f"cut-off {cutoff} (pass --cutoff if the log was read later; report: "
             f"{report.as_dict()})"
         )
+    impressions_end = min(end, cutoff)
     end = min(end, cutoff - label_window(task))
     splits = (split or SplitRequest()).resolve(entity_df["event_timestamp"], start, end)
     entity_df = add_request_features(entity_df)
@@ -273,6 +281,7 @@ def build(
         report,
         context.declared(data_root),
         log_range(data_root)[0],
+        impressions_end,
     )
 
 
@@ -347,4 +356,7 @@ def load(directory: Path) -> TrainingSet:
         LabelReport(**{k: v for k, v in meta["labels"].items() if k in _LABEL_FIELDS}),
         tuple(ContextField(f["name"], f["kind"]) for f in meta.get("context", [])),
         pd.Timestamp(meta["history_start"]).to_pydatetime() if meta.get("history_start") else None,
+        pd.Timestamp(meta["impressions_end"]).to_pydatetime()
+        if meta.get("impressions_end")
+        else None,
     )

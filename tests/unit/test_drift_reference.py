@@ -139,3 +139,22 @@ def test_limits_allow_for_a_spread_measured_on_few_days() -> None:
         drift.NULL_SIGNED * factors[1],
         drift.NULL_DIVERGENCE * factors[1],
     )
+
+
+def test_the_reference_ends_where_the_training_impressions_end_not_at_the_label_cutoff() -> None:
+    from dataclasses import replace
+
+    from adstack.flows import log_end
+
+    training_set, _ = _set(10)
+    # Labels read at the end of a log that already holds the next (live) day: that day
+    # is the traffic the model meets next, never part of its reference.
+    live = START + timedelta(days=10)
+    read_late = replace(
+        training_set,
+        labels=replace(training_set.labels, cutoff=str(live + timedelta(days=1))),
+        impressions_end=live,
+    )
+    assert log_end(read_late) == live
+    # Sets saved before the impressions' end was recorded fall back to the cut-off.
+    assert log_end(replace(read_late, impressions_end=None)) == live + timedelta(days=1)
