@@ -125,6 +125,10 @@ class DenseField:
     fill: float
     mean: float
     std: float
+    # Raw values above this are read as it (None: no cap). Ages are capped at the
+    # training rows' largest: an age counts from the log's first day, so a key there
+    # since then shows the log's length, which only grows after training.
+    upper: float | None = None
 
 
 def _numbers(raw: Any, rows: int) -> np.ndarray:
@@ -184,8 +188,10 @@ class FeatureMap:
         buckets_per_id: int = 4,
         max_buckets: int = 1 << 20,
         left_out: dict[str, str] | None = None,
+        capped: set[str] | None = None,
     ) -> FeatureMap:
-        """Fit on training rows. ``count_like`` dense features are filled with 0."""
+        """Fit on training rows. ``count_like`` dense features are filled with 0;
+        ``capped`` ones are read at most at their largest training value."""
         sparse = []
         for index, name in enumerate(hashed):
             distinct = int(pd.Series(frame[name]).nunique(dropna=True))
@@ -199,6 +205,7 @@ class FeatureMap:
         for name in dense:
             raw = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
             known = raw[~np.isnan(raw)]
+            upper = float(known.max()) if name in (capped or set()) and known.size else None
             log = bool(known.size and known.min() >= 0 and np.quantile(known, 0.99) > 1.0)
             fill = 0.0 if name in count_like or not known.size else float(known.mean())
             values = np.where(np.isnan(raw), fill, raw)
@@ -211,6 +218,7 @@ class FeatureMap:
                     fill,
                     float(values.mean()),
                     std if std > 1e-9 else 1.0,
+                    upper,
                 )
             )
         return cls(sparse, dense_fields, dict(left_out or {}))
@@ -221,7 +229,10 @@ class FeatureMap:
         log = np.array([d.transform == "log1p" for d in self.dense])
         mean = np.array([d.mean for d in self.dense], dtype=np.float64)
         std = np.array([d.std for d in self.dense], dtype=np.float64)
-        return fill, log, mean, std
+        upper = np.array(
+            [np.inf if d.upper is None else d.upper for d in self.dense], dtype=np.float64
+        )
+        return fill, log, mean, std, upper
 
     def transform(self, columns: Mapping[str, Any], rows: int | None = None) -> Encoded:
         """Encode columns into model inputs. ``columns`` is a DataFrame or a mapping of
@@ -237,8 +248,8 @@ class FeatureMap:
             raw[:, j] = _numbers(_column(columns, d.name), n)
         absent = np.isnan(raw)
         missing.update(zip(self.dense_names, absent.sum(axis=0).tolist(), strict=True))
-        fill, log, mean, std = self._dense_params
-        values = np.where(absent, fill, raw)
+        fill, log, mean, std, upper = self._dense_params
+        values = np.where(absent, fill, np.minimum(raw, upper))
         values = np.where(log, np.log1p(np.maximum(values, 0.0)), values)
         dense = np.clip((values - mean) / std, -Z_LIMIT, Z_LIMIT).astype(np.float32)
         return Encoded(sparse, np.ascontiguousarray(dense), missing)

@@ -473,23 +473,12 @@ WINDOW_OF = {f: w for g in GROUP_BYS for f, w in g.feature_windows.items()}
 AGE_FEATURES = tuple(g.age.name for g in GROUP_BYS if g.age is not None)
 
 
-# An age counts from the key's first impression in the log, so a key already there on
-# the log's first day shows the log's length instead of its own age. Until the log is
-# longer than the longest window, most keys are such, and the age measures the time since
-# the log began: a trend whose values on the next day lie beyond every training value
-# (on the demo's 6-day CVR set it pulled pCVR down 4.5% on the test day). It warms up
-# like a window of that length.
-AGE_HORIZON = max(
-    (w for g in GROUP_BYS for w in g.feature_windows.values()), key=lambda w: w.length
-)
-
-
 def warming_up(feature: str, history: timedelta) -> Window | None:
     """The feature's window when it is longer than ``history``, the log its values were
     computed on: such a value keeps growing as the log does, so it means something else
-    at serving time than on the rows a model learnt from. An age's window is
-    ``AGE_HORIZON``. None otherwise."""
-    window = AGE_HORIZON if feature in AGE_FEATURES else WINDOW_OF.get(feature)
+    at serving time than on the rows a model learnt from. None otherwise. (Ages keep
+    growing too; the feature map caps them at their training maximum instead.)"""
+    window = WINDOW_OF.get(feature)
     return window if window is not None and window.length > history else None
 
 

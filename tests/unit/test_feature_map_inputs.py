@@ -136,30 +136,54 @@ def test_windows_longer_than_the_log_before_the_test_period_are_left_out_as_warm
     }
 
 
-def test_an_age_is_left_out_while_the_log_is_shorter_than_the_longest_window() -> None:
+def test_an_age_is_capped_at_its_largest_training_value() -> None:
     from datetime import UTC, datetime, timedelta
 
     from feature_repo import contract
     from training import dataset
     from training.labels import LabelReport
-    from training.train import warming_up
+    from training.train import fit_feature_map
 
     age = contract.AD_AGE.name
+    # An age never warms up: it stays an input, read "at least this old" beyond the
+    # training rows (every ad there since the log's first day shows the log's length).
+    assert contract.warming_up(age, timedelta(days=2)) is None
+    train = pd.DataFrame({age: [0.5, 1.0, 2.0, 3.0, np.nan], "other": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    fm = FeatureMap.fit(train, [], [], [age, "other"], set(), capped={age})
+    assert [d.upper for d in fm.dense] == [3.0, None]
+    later = pd.DataFrame({age: [3.0, 5.4, 40.0], "other": [5.0, 9.0, 40.0]})
+    dense = fm.transform(later).dense
+    assert dense[0, 0] == dense[1, 0] == dense[2, 0]  # beyond 3 days reads as 3 days
+    assert dense[0, 1] < dense[1, 1] < dense[2, 1]  # uncapped inputs keep their order
+    again = FeatureMap.from_dict(fm.to_dict())
+    assert np.array_equal(again.transform(later).dense, dense)
+    # Manifests written before the cap existed still load (no cap).
+    old = fm.to_dict()
+    for d in old["dense"]:
+        d.pop("upper")
+    assert FeatureMap.from_dict(old).dense[0].upper is None
+    # Training's feature map caps the contract's ages, and only them.
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    frame = pd.DataFrame({"event_timestamp": [start], "click": [0], "split": ["train"]})
-    features = [dataset.ServiceFeature("ad_daily", age, contract.FLOAT64)]
-
-    def reasons(days_before_test: int) -> dict[str, str]:
-        test = start + timedelta(days=days_before_test)
-        splits = dataset.Split(start, test - timedelta(days=1), test, test + timedelta(days=1))
-        labels = LabelReport("ctr", 1, 0, 0, 1, 0, 0, str(start))
-        ts = dataset.TrainingSet(frame, "ctr", "x", features, splits, labels, (), start)
-        return warming_up(ts)
-
-    # Six days of log: every ad there on the first day shows the log's length as its age.
-    assert reasons(6)[age] == (
-        "warming up: an age, measured from the log's first day until the log is longer "
-        "than 30d (6.0 days before the test period)"
+    frame = pd.DataFrame(
+        {
+            "event_timestamp": [start + timedelta(hours=h) for h in range(4)],
+            "click": [0, 1, 0, 1],
+            "conversion": [0, 0, 0, 0],
+            "category": ["a", "b", "a", "b"],
+            **{f.name: [1, 2, 1, 2] for f in contract.REQUEST_FEATURES},
+            age: [1.0, 2.0, 4.0, 9.0],
+            "ad_clicks_1d": [1.0, 2.0, 3.0, 9.0],
+            "split": ["train", "train", "train", "test"],
+        }
     )
-    assert contract.warming_up(age, timedelta(days=29)) == contract.AGE_HORIZON
-    assert reasons(31) == {} and contract.warming_up(age, timedelta(days=31)) is None
+    features = [
+        dataset.ServiceFeature("ad_daily", name, contract.FLOAT64) for name in (age, "ad_clicks_1d")
+    ]
+    splits = dataset.Split(
+        start, start + timedelta(hours=1), start + timedelta(hours=3), start + timedelta(hours=4)
+    )
+    labels = LabelReport("ctr", 4, 0, 0, 4, 2, 0, str(start))
+    log_start = start - timedelta(days=2)  # the 1d window is full
+    ts = dataset.TrainingSet(frame, "ctr", "x", features, splits, labels, (), log_start)
+    uppers = {d.name: d.upper for d in fit_feature_map(ts).dense}
+    assert uppers == {age: 4.0, "ad_clicks_1d": None}
