@@ -17,7 +17,7 @@ sees in production are computed by the code it was trained with.
   1 (counts, spend, ages), identity otherwise (rates); missing values are filled (0 for
   counts, whose absence means nothing happened; the training mean for rates, whose
   absence means no denominator), then standardised with the training mean and stdev
-  and clipped to +-8.
+  and clipped to +-8. Capped inputs (ages) are read at most at their training maximum.
 """
 
 from __future__ import annotations
