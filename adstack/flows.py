@@ -286,19 +286,22 @@ def recent_impressions(
 
 
 def reference_source(
-    settings: Settings, training_set: TrainingSet, feature_map: FeatureMap, feature_service: str
+    settings: Settings,
+    training_set: TrainingSet,
+    feature_map: FeatureMap,
+    feature_service: str,
+    own: tuple[pd.DataFrame, timedelta],
 ) -> tuple[pd.DataFrame, timedelta, str]:
     """The rows a model's drift reference profiles, the log their earliest row had, and
     where they come from. The next day follows the end of the log, so the reference is
-    the log's last days: the training set's own rows when they reach within a day of the
-    log's end (a CTR set, whose click window is an hour), else (a CVR set, whose labels
-    close days later) the log's impressions of those days read through Feast, labels as
-    they stand: the inputs need none."""
-    rows, history = reference_rows(training_set, feature_map)
+    the log's last days: the training set's own rows (``own``, from ``reference_rows``)
+    when they reach within a day of the log's end (a CTR set, whose click window is an
+    hour), else (a CVR set, whose labels close days later) the log's impressions of those
+    days read through Feast, labels as they stand: the inputs need none."""
     end = log_end(training_set)
     last = training_set.frame["event_timestamp"].max().to_pydatetime()
     if end - last <= LABEL_LAG_LIMIT:
-        return rows, history, "training set"
+        return *own, "training set"
     origin = training_set.history_start or training_set.splits.start
     start = reference_start(end, origin, feature_map)
     recent = recent_impressions(
@@ -315,14 +318,13 @@ def write_reference(
     the next day with) and its predictions on the training set's last days (what the
     calibration suite compares its labelled traffic with; for a CVR model that traffic
     is as old as the set's labels, a week before the log's end)."""
-    rows, history, source = reference_source(
-        settings, training_set, manifest.feature_map, manifest.feature_service
-    )
-    if len(rows) > REFERENCE_ROWS:
-        rows = rows.sample(REFERENCE_ROWS, random_state=0)
-    labelled, _ = reference_rows(training_set, manifest.feature_map)
+    labelled, history = reference_rows(training_set, manifest.feature_map)
     if len(labelled) > REFERENCE_ROWS:
         labelled = labelled.sample(REFERENCE_ROWS, random_state=0)
+    rows, history, source = reference_source(
+        settings, training_set, manifest.feature_map, manifest.feature_service,
+        (labelled, history),
+    )  # fmt: skip
     judged = labelled[labelled["click"] == 1] if training_set.task == "cvr" else labelled
     predictions = score(session(directory / "model.onnx"), manifest, judged)
     profile = reference_profile(rows, manifest.task, manifest.feature_map, predictions, history)

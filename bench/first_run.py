@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,7 @@ def first_run(keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-first-run-") as scratch:
         base = keep or Path(scratch)
         clone = base / "adstack"
-        subprocess.run(["rm", "-rf", str(clone)], check=True)
+        shutil.rmtree(clone, ignore_errors=True)
         subprocess.run(
             ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
         )

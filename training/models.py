@@ -59,6 +59,13 @@ class FieldEmbedding(nn.Module):
         return self.table(sparse + self.offsets)
 
 
+def flat_inputs(
+    embedding: FieldEmbedding, sparse: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
+    """Every field's embedding and the dense values side by side. -> (B, S * dim + D)"""
+    return torch.cat([embedding(sparse).flatten(1), dense], dim=1)
+
+
 class CrossNetV2(nn.Module):
     """Full-rank cross layers. x (B, d) -> (B, d)"""
 
@@ -177,7 +184,7 @@ class WideAndDeep(nn.Module):
         self.head = nn.Linear(self.deep.out_dim, 1)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.embedding(sparse).flatten(1), dense], dim=1)
+        x = flat_inputs(self.embedding, sparse, dense)
         return self.wide(sparse, dense) + self.head(self.deep(x)).squeeze(1)
 
 
@@ -190,7 +197,7 @@ class DCNv2(nn.Module):
         self.tower = DCNTower(len(cardinalities) * config.embedding_dim + dense_dim, config)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.embedding(sparse).flatten(1), dense], dim=1)
+        x = flat_inputs(self.embedding, sparse, dense)
         return self.tower(x)
 
 
@@ -209,7 +216,7 @@ class ESMM(nn.Module):
         self.cvr_tower = DCNTower(dim, config)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = torch.cat([self.embedding(sparse).flatten(1), dense], dim=1)
+        x = flat_inputs(self.embedding, sparse, dense)
         return self.ctr_tower(x), self.cvr_tower(x)
 
 
